@@ -1,0 +1,1 @@
+"Model definitions shared by the notebooks (one module per model family)."
