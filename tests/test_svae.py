@@ -1,0 +1,143 @@
+"""Unit tests of manifold_nb.svae: patch layout, the SVD-through-Gram contract, input validation, training, caching."""
+import pytest
+import torch
+import torch.nn.functional as F
+
+from manifold_nb.svae import (PatchSVAE, SVAE_ARCH, FRECKLES_ARCH, extract_patches, stitch_patches, gram_svd,
+                              gram_from_svd, omega_noise, train_svae, reconstruction_mse, trained_svae, analysis_set,
+                              svae_maps, n_params, HELDOUT_OFFSET, SVAE_PROFILES)
+
+
+@pytest.mark.parametrize("shape,ps", [((2, 3, 64, 64), 4), ((1, 3, 12, 20), 4), ((3, 1, 8, 8), 2), ((2, 3, 32, 32), 16)])
+def test_extract_stitch_exact_inverse(shape, ps):
+    x = torch.rand(*shape, generator=torch.Generator().manual_seed(0))
+    p, gh, gw = extract_patches(x, ps)
+    assert p.shape == (shape[0], (shape[2] // ps) * (shape[3] // ps), shape[1] * ps * ps)
+    assert torch.equal(stitch_patches(p, gh, gw, ps, shape[1]), x)              # bit-exact
+    q = torch.randn_like(p)
+    assert torch.equal(extract_patches(stitch_patches(q, gh, gw, ps, shape[1]), ps)[0], q)
+
+
+def test_patch_layout_matches_documented_index():
+    x = torch.arange(2 * 3 * 8 * 12, dtype=torch.float32).reshape(2, 3, 8, 12)
+    p, gh, gw = extract_patches(x, 4)
+    assert (gh, gw) == (2, 3)
+    for b, r, c, ch, i, j in [(0, 0, 0, 0, 0, 0), (1, 1, 2, 2, 3, 1), (0, 1, 0, 1, 2, 3)]:
+        assert p[b, r * gw + c, ch * 16 + i * 4 + j] == x[b, ch, r * 4 + i, c * 4 + j]
+
+
+def test_bad_inputs_raise_clear_errors():
+    m = PatchSVAE(**SVAE_ARCH)
+    with pytest.raises(ValueError, match=r"multiples of patch_size=4; got 63×64"): m(torch.rand(1, 3, 63, 64))
+    with pytest.raises(ValueError, match="NaN"): m(torch.full((1, 3, 64, 64), float("nan")))
+    x = torch.rand(1, 3, 64, 64); x[0, 1, 5, 5] = float("inf")
+    with pytest.raises(ValueError, match="NaN or infinite"): m(x)
+    with pytest.raises(ValueError, match="3 channels; got 1"): m(torch.rand(1, 1, 64, 64))
+    with pytest.raises(ValueError, match="4-D tensor"): m(torch.rand(3, 64, 64))
+    with pytest.raises(ValueError, match="multiples of patch_size=4"): extract_patches(torch.rand(1, 3, 64, 30), 4)
+    with pytest.raises(ValueError, match="patches must have shape"): stitch_patches(torch.rand(1, 10, 48), 3, 3, 4)
+    with pytest.raises(ValueError, match="profile must be one of"): trained_svae("medium")
+    with pytest.raises(ValueError, match="n_test must be in"): analysis_set(n_test=5000)
+    with pytest.raises(ValueError, match="noise_frac must be in"): train_svae(m, torch.rand(4, 3, 8, 8), noise_frac=1.5)
+    with pytest.raises(ValueError, match="which must be one of"): gram_from_svd({}, which="T")
+
+
+@pytest.fixture(scope="module")
+def contract():
+    torch.manual_seed(0)
+    m = PatchSVAE(**SVAE_ARCH).eval()
+    x = torch.rand(3, 3, 64, 64)
+    with torch.no_grad(): return m, x, m(x)
+
+
+def test_output_contract_shapes(contract):
+    m, x, out = contract
+    svd = out["svd"]
+    assert out["recon"].shape == (3, 3, 64, 64)
+    assert svd["S"].shape == svd["S_orig"].shape == (3, 256, 4)
+    assert svd["U"].shape == svd["M"].shape == (3, 256, 48, 4)
+    assert svd["Vt"].shape == (3, 256, 4, 4)
+    assert all(v.dtype == torch.float32 for v in svd.values())
+
+
+def test_rows_on_unit_sphere_and_trace(contract):
+    _, _, out = contract
+    M = out["svd"]["M"]
+    assert torch.allclose(M.norm(dim=-1), torch.ones(M.shape[:-1]), atol=1e-5)
+    assert torch.allclose(out["svd"]["S_orig"].pow(2).sum(-1), torch.full((3, 256), 48.0), atol=1e-3)
+
+
+def test_singular_values_sorted_nonnegative_and_exact(contract):
+    _, _, out = contract
+    S, M = out["svd"]["S_orig"], out["svd"]["M"]
+    assert (S >= 0).all() and (S.diff(dim=-1) <= 0).all()
+    assert torch.allclose(S, torch.linalg.svdvals(M.double()).float(), atol=1e-5)
+    Sc = out["svd"]["S"]                                     # coordinated: within the ±20 %-per-layer bound
+    assert ((Sc / S - 1).abs() <= 0.44 + 1e-6).all()
+
+
+def test_usvt_reconstructs_M(contract):
+    _, _, out = contract
+    U, S, Vt, M = (out["svd"][k] for k in ("U", "S_orig", "Vt", "M"))
+    assert torch.allclose((U * S.unsqueeze(-2)) @ Vt, M, atol=1e-5)
+    assert torch.allclose(U.mT @ U, torch.eye(4).expand(3, 256, 4, 4), atol=1e-4)
+    assert torch.allclose(Vt @ Vt.mT, torch.eye(4).expand(3, 256, 4, 4), atol=1e-5)
+
+
+def test_gram_svd_known_answer_and_plugin_solver():
+    M = torch.zeros(2, 6, 3); M[:, 0, 0], M[:, 1, 1], M[:, 2, 2] = 3.0, 2.0, 1.0   # singular values 3, 2, 1
+    U, S, Vt = gram_svd(M)
+    assert torch.allclose(S, torch.tensor([[3.0, 2.0, 1.0]] * 2), atol=1e-6)
+    calls = []
+    def solver(G): calls.append(G.dtype); return torch.linalg.eigh(G)
+    U2, S2, _ = gram_svd(M, solver)
+    assert calls == [torch.float64] and torch.allclose(S2, S)
+
+
+def test_gram_from_svd(contract):
+    _, _, out = contract
+    G = gram_from_svd(out["svd"], "S_orig"); M = out["svd"]["M"]
+    assert torch.allclose(G, M.mT @ M, atol=1e-4)
+    Gc = gram_from_svd(out["svd"], "S")
+    S2 = out["svd"]["S"].pow(2).sort(-1, descending=True).values   # the coordinated S need not stay sorted
+    assert torch.allclose(torch.linalg.eigvalsh(Gc.double()).flip(-1).float(), S2, rtol=1e-4, atol=1e-4)
+
+
+def test_gradients_flow_through_svd_and_parameter_counts():
+    assert n_params(PatchSVAE(**SVAE_ARCH)) == 195_683
+    assert n_params(PatchSVAE(**FRECKLES_ARCH)) == 2_557_539
+    torch.manual_seed(0)
+    m = PatchSVAE(**SVAE_ARCH); x = torch.rand(2, 3, 16, 16)
+    F.mse_loss(m(x)["recon"], x).backward()
+    g = m.enc_in.weight.grad
+    assert g is not None and torch.isfinite(g).all() and g.abs().sum() > 0     # the encoder trains through eigh
+
+
+def test_noise_mixture():
+    z = omega_noise(48, 32, seed=0)
+    assert z.shape == (48, 3, 32, 32) and torch.isfinite(z).all() and z.abs().max() <= 4
+    assert torch.equal(z, omega_noise(48, 32, seed=0)) and not torch.equal(z, omega_noise(48, 32, seed=1))
+
+
+def test_training_reduces_error():
+    torch.manual_seed(0)
+    m = PatchSVAE(**SVAE_ARCH)
+    X = F.interpolate(torch.rand(48, 3, 4, 4), size=16, mode="bilinear")
+    before = reconstruction_mse(m, X)
+    h = train_svae(m, X, epochs=3, batch_size=16, noise_frac=0.25, progress=False)
+    assert reconstruction_mse(m, X) < 0.5 * before
+    assert h["images_seen"] == 3 * 48 and h["skipped"] == 0 and len(h["loss"]) == 3
+
+
+def test_trained_quick_model_is_cached_and_shared():
+    m1 = trained_svae("quick", progress=False)
+    m2 = trained_svae("quick", progress=False)
+    assert m2.cache_info["hit"] and m2.cache_info["key"] == m1.cache_info["key"]
+    for a, b in zip(m1.state_dict().values(), m2.state_dict().values()): assert torch.equal(a, b)
+    assert m1.history["images_seen"] == SVAE_PROFILES["quick"]["n_train"]
+    X, y, is_test = analysis_set(n_test=4, n_heldout=4)
+    assert X.shape == (8, 3, 64, 64) and is_test.tolist() == [True] * 4 + [False] * 4
+    maps = svae_maps(m2, X, batch_size=4, progress=False)
+    assert maps["error"].shape == (8, 16, 16) and maps["gram"].shape == (8, 16, 16, 4, 4)
+    assert torch.allclose(maps["error"].mean((1, 2)), maps["mse"], rtol=1e-5)
+    assert SVAE_PROFILES["full"]["n_train"] <= HELDOUT_OFFSET
