@@ -1,0 +1,101 @@
+"""Generators notebook (rotation/shift/scale generators of MNIST, equivariant map): quick profile + known answers."""
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from manifold_nb.generators import (TRANSFORMS, fd_derivative, lie_derivative, operator_generator, planted_equivariant_data,
+                                    planted_generator_data, relative_error, solve_equivariant_map, solve_generator,
+                                    equivariance_residual, transform)
+
+
+@pytest.fixture(scope="module")
+def quick(run_notebook):
+    return run_notebook("generators", seed=0)
+
+
+def test_quick_metrics(quick):
+    out, m = quick
+    assert 0.85 < m["cnn"]["test_accuracy"] <= 1
+    assert m["known_answer_max_error"] <= 1e-8
+    for k in TRANSFORMS:   # exact derivative vs float64 reference; the document's estimator is ~1e-3 off
+        e = m["pixel_derivative_error"][k]
+        assert e["exact_upwind_f32"] <= 1e-5 and e["document_forward_f32"] >= 100*e["exact_upwind_f32"]
+    fe = m["feature_derivative_error"]
+    assert fe["features_jvp_f32"] <= 1e-5 and fe["features_jvp_f32"] <= fe["document_forward_f32"]/100
+    assert fe["jvp_f32"] > 10*fe["features_jvp_f32"]   # plain jvp picks one entry of tied max-pool windows
+    g = m["generators"]
+    assert g["JB"]["shape"] == [784, 784] and g["JA"]["shape"] == [490, 490]
+    assert 0 < g["JB"]["rank"] <= 784 and 0 < g["JA"]["rank"] <= 490
+    assert g["JB"]["train_residual"] < 1e-2 and g["JB"]["heldout_residual"] < 0.5
+    assert abs(g["JB_vs_document_pipeline"]) < 0.05            # same generator up to the document's derivative error
+    assert 0 <= g["JB"]["skew_share"] <= 1
+    s = m["smooth_known_answer"]
+    assert abs(s["order_central"] - 2) < 0.3 and s["n112"]["central"] < 0.01
+    sw = m["lambda_sweep"]
+    assert len(sw) >= 6 and sw[0]["lam"] == 0
+    assert sw[-1]["equivariance"] < 0.2*sw[0]["equivariance"]   # the penalty buys equivariance
+    assert sw[0]["r2_train"] >= sw[-1]["r2_train"] - 1e-9       # ... at the price of fit
+    r = m["robustness"]
+    assert len(r["angles_deg"]) == len(r["cnn_accuracy"]) == 13
+    mid = r["angles_deg"].index(0.0)
+    assert r["cnn_accuracy"][mid] > r["cnn_accuracy"][0] and r["cnn_accuracy"][mid] > r["cnn_accuracy"][-1]
+    for f in ("spectra", "generator_matrices", "jx_vs_true", "lambda_sweep", "robustness"):
+        assert (out / "figures" / f"{f}.png").exists()
+    for f in ("JA.npy", "JB.npy", "A_subset.npy", "B_subset.npy", "computation_metadata.json"):
+        assert (out / "matrices" / f).exists()
+    assert np.load(out / "matrices" / "JB.npy").shape == (784, 784)
+
+
+def test_document_JB_norm_reproduced():
+    "The document's pipeline on test images 0..4999 gives ‖J^B‖ = 400.50 (within 0.5 %); needs only data + operator."
+    from manifold_nb.data import load_mnist
+    X, _ = load_mnist("test", n=5000)
+    dB = fd_derivative(X, "rotation", eps=1e-4, batch_size=500).flatten(1)
+    J, _ = solve_generator(X.flatten(1), dB, method="pinv")
+    assert abs(J.norm().item()/400.50 - 1) < 5e-3
+
+
+@pytest.mark.parametrize("kind", TRANSFORMS)
+def test_exact_derivative_known_answer(kind):
+    x = torch.rand(3, 1, 28, 28, dtype=torch.float64)
+    ref = fd_derivative(x, kind, eps=1e-5, scheme="richardson")
+    assert relative_error(lie_derivative(x, kind), ref) < 1e-7
+    assert relative_error(lie_derivative(x.float(), kind), ref) < 1e-6
+    J = operator_generator(kind)
+    assert relative_error((x.flatten(1) @ J.T).reshape(x.shape), lie_derivative(x, kind)) < 1e-12
+
+
+def test_planted_generator_recovered():
+    for d in (4, 5):
+        X, dX, J = planted_generator_data(15, d, seed=d)
+        for method in ("gram", "svd"):
+            Jh, info = solve_generator(X, dX, method=method)
+            assert info["rank"] == d and relative_error(Jh, J) < 1e-8
+
+
+def test_equivariant_solvers_agree():
+    A, B, JA, JB, T0 = planted_equivariant_data()
+    for lam in (0., 1., 10.):
+        Tc, _ = solve_equivariant_map(A, B, JA, JB, lam, tol=1e-13)
+        assert np.abs(Tc - T0).max() < 1e-8
+    A, B, JA, JB, _ = planted_equivariant_data(noise=0.3, seed=3)
+    for lam in (0.05, 5.):
+        Tk, _ = solve_equivariant_map(A, B, JA, JB, lam, method="kron")
+        Tc, _ = solve_equivariant_map(A, B, JA, JB, lam, tol=1e-13)
+        assert np.abs(Tk - Tc).max() < 1e-8
+    assert equivariance_residual(Tk, JA, JB) < 0.05
+
+
+def test_bad_input():
+    x = torch.rand(2, 1, 28, 28)
+    with pytest.raises(ValueError, match="eps must be"): fd_derivative(x, eps=0.)
+    with pytest.raises(ValueError, match="eps must be"): fd_derivative(x, eps=-1e-3)
+    with pytest.raises(ValueError, match="kind must be one of"): transform(x, 0.1, "shear")
+    with pytest.raises(ValueError, match="kind must be one of"): lie_derivative(x, "shear")
+    with pytest.raises(ValueError, match="same shape"): solve_generator(x.flatten(1), x.flatten(1)[:, :5])
+    A, B, JA, JB, _ = planted_equivariant_data()
+    with pytest.raises(ValueError, match="lam must be"): solve_equivariant_map(A, B, JA, JB, -0.1)
+    with pytest.raises(ValueError, match="JA must be"): solve_equivariant_map(A, B, JB, JB, 1.)
+    with pytest.raises(ValueError, match="too large"): solve_equivariant_map(np.zeros((5, 50)), np.zeros((5, 100)), np.zeros((50, 50)), np.zeros((100, 100)), 1., method="kron")
