@@ -1,0 +1,114 @@
+"""Tests of the autoencoder tangent-space notebook (nbs/04_ae_tangent.ipynb) and its library (manifold_nb.tangent)."""
+import math
+import numpy as np
+import pytest
+import torch
+from fastcore import test as fct   # (imported as a module so pytest does not collect test_fail)
+from scipy import ndimage
+
+from manifold_nb.models.autoencoders import build_autoencoder, check_images, PCAAutoencoder, fit_pca_autoencoders
+from manifold_nb.tangent import (TRANSFORMATIONS, transform_images, transformation_tangents, decoder_jacobians,
+                                 decoder_jacobians_loop, tangent_space_angles, tangent_analysis, model_by_name,
+                                 stratified_indices)
+
+MODELS = [f"{k}{L}" for k in ("conv", "fc", "pca") for L in (16, 32, 128)]
+DOC_PARAMS = dict(fc16=474_144, fc32=478_256, fc128=502_928, conv16=116_984, conv32=219_400, conv128=833_896)
+
+
+@pytest.fixture(scope="module")
+def quick(run_notebook):
+    return run_notebook("ae_tangent", seed=0)
+
+
+def test_reconstruction_mse(quick):
+    _, m = quick
+    mse = m["reconstruction_mse"]; base = mse["mean_image_baseline"]
+    assert 0.05 < base < 0.15                       # Fashion-MNIST pixel variance around the mean image
+    for name in MODELS:
+        assert math.isfinite(mse[name]) and 0 < mse[name] < base, (name, mse[name], base)
+    assert mse["pca128"] < mse["pca32"] < mse["pca16"]
+    for name in MODELS[:6]: assert m["training"][name]["epochs"] >= 1 and len(m["training"][name]["loss_per_epoch"]) >= 1
+
+
+def test_tangent_table(quick):
+    _, m = quick
+    tab, jac = m["tangent_angles"], m["decoder_jacobians"]
+    assert m["tangent_test"]["n_images"] >= 100 and m["tangent_test"]["n_per_class"] >= 10
+    assert set(tab) == set(MODELS)
+    for name in MODELS:
+        for t in TRANSFORMATIONS:
+            cells = tab[name][t]
+            assert len(cells) == 11                               # "all" + 10 classes
+            for c, s in cells.items():
+                assert 0 <= s["range95"][0] <= s["mean"] <= s["range95"][1] <= 90, (name, t, c, s)
+                assert s["ci95"][0] <= s["mean"] <= s["ci95"][1]
+                assert s["n"] >= (100 if c == "all" else 10)
+        L = jac[name]["latent_dim"]
+        assert 1 <= jac[name]["rank_min"] <= jac[name]["rank_max"] <= L
+        assert jac[name]["s_max"]["mean"] > 0
+    for k in (16, 32, 128):  # PCA's decoder Jacobian is its orthonormal component matrix: full rank, singular values 1
+        assert jac[f"pca{k}"]["rank_min"] == k and abs(jac[f"pca{k}"]["s_max"]["mean"] - 1) < 1e-4
+    # more PCA components can only shrink the angle to the (nested) tangent space, image by image and so on average
+    for t in TRANSFORMATIONS:
+        assert tab["pca128"][t]["all"]["mean"] <= tab["pca32"][t]["all"]["mean"] <= tab["pca16"][t]["all"]["mean"]
+
+
+def test_document_reproduction(quick):
+    _, m = quick
+    # PCA needs no training: the uncentred PCA (as the document) must reproduce its printed angles for both images
+    assert m["doc_pca_reproduction_max_abs_diff"] < 0.05
+    for img in ("pullover", "sneaker"):
+        for name, row in m["doc_image_angles"][img].items():
+            assert all(0 <= row[t] <= 90 for t in TRANSFORMATIONS), (img, name, row)
+    assert {n: a["total_params"] for n, a in m["architecture"].items()} == DOC_PARAMS
+    for name, rows in m["layer_ranks"].items():
+        for lname, r in rows.items(): assert 1 <= r["rank"] <= min(r["shape"]), (name, lname, r)
+    for name, v in m["immersion"].items():
+        assert v["weights_decide"].startswith("yes" if name.startswith("fc") else "cannot")
+        assert v["decoder_jacobian_rank_min"] <= int(name.lstrip("convfc"))
+    for pair in ("sneaker_to_pullover", "pant_to_pant"):
+        assert set(m["interpolation_nearest_train_distance"][pair]) == {"pixel"} | set(MODELS[:6])
+    figs = set(m["figures"])
+    for f in ("reconstructions", "interpolation_sneaker_to_pullover", "tangent_vectors", "angle_distributions"):
+        assert f"figures/{f}.png" in figs
+
+
+def test_pca_known_answer():
+    "For a linear decoder the tangent space is the span of the components: in-span 0 deg, orthogonal 90 deg."
+    g = torch.Generator().manual_seed(1)
+    C = torch.linalg.qr(torch.randn(784, 10, generator=g, dtype=torch.float64))[0].T   # (10, 784) orthonormal
+    pca = PCAAutoencoder(C.float(), torch.rand(784, generator=g))
+    J = decoder_jacobians(pca, torch.randn(3, 10, generator=g))
+    assert torch.allclose(J, C.T.float().expand(3, 784, 10), atol=1e-6)
+    inside = torch.randn(4, 10, generator=g, dtype=torch.float64) @ C
+    outside = torch.randn(4, 784, generator=g, dtype=torch.float64); outside -= outside @ C.T @ C
+    assert torch.allclose(tangent_space_angles(J[0].double(), inside), torch.zeros(4, dtype=torch.float64), atol=1e-5)
+    assert torch.allclose(tangent_space_angles(J[0].double(), outside), torch.full((4,), 90., dtype=torch.float64), atol=1e-5)
+    # and the whole pipeline on PCA: angles are between 0 and 90 and the rank is k
+    res = tangent_analysis(pca, torch.rand(5, 1, 28, 28, generator=g), progress=False)
+    assert (res["rank"] == 10).all() and all(((res[t] >= 0) & (res[t] <= 90)).all() for t in TRANSFORMATIONS)
+
+
+def test_batched_matches_document():
+    "vmap(jacfwd) equals the document's per-image jacobian loop; batched transforms equal scipy image by image."
+    torch.manual_seed(0)
+    m = build_autoencoder("fc", 32); z = torch.randn(4, 32)
+    Jl = decoder_jacobians_loop(m, z)
+    assert (decoder_jacobians(m, z) - Jl).abs().max() <= 1e-5 * Jl.abs().max()
+    x = np.random.default_rng(0).random((5, 28, 28))
+    np.testing.assert_allclose(transform_images(x, "rotation"), np.stack([ndimage.rotate(i, 1, reshape=False) for i in x]), atol=1e-10)
+    np.testing.assert_allclose(transformation_tangents(x, "y_shift", 2.0).reshape(5, 28, 28),
+                               np.stack([ndimage.shift(i, [2, 0]) - i for i in x]), atol=1e-10)
+
+
+def test_bad_input_raises():
+    fct.test_fail(lambda: build_autoencoder("fc", 64), contains="latent_dim must be one of [16, 32, 128]")
+    fct.test_fail(lambda: build_autoencoder("resnet", 16), contains="kind must be one of")
+    fct.test_fail(lambda: model_by_name({"fc16": None}, "fc64"), contains="model must be one of ['fc16']")
+    fct.test_fail(lambda: check_images(torch.zeros(3, 1, 32, 32)), contains="x must have shape (N,1,28,28)")
+    fct.test_fail(lambda: transform_images(np.zeros((2, 28, 28)), "shear"), contains="transformation must be one of")
+    fct.test_fail(lambda: transform_images(np.zeros((2, 27, 28)), "rotation"), contains="images must have shape")
+    fct.test_fail(lambda: decoder_jacobians(build_autoencoder("conv", 16), torch.zeros(2, 32)), contains="z must have shape (N, 16)")
+    fct.test_fail(lambda: tangent_analysis(build_autoencoder("fc", 16), torch.zeros(2, 1, 28, 28), transformations=("zoom",)),
+              contains="transformation must be one of")
+    fct.test_fail(lambda: stratified_indices(np.array([0, 0, 1]), 2), contains="n_per_class=2")
