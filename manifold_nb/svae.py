@@ -319,7 +319,7 @@ HELDOUT_OFFSET = 25_000   # CIFAR-10 train images from here on are never used fo
 N_CIFAR_TRAIN, N_CIFAR_TEST = 29_000, 1_000   # sizes of the local copy
 SVAE_PROFILES = dict(
     quick=dict(n_train=96, epochs=1, batch_size=16, lr=1e-3, lr_min=1e-5, noise_frac=0.25, seed=0, n_val=128),
-    full=dict(n_train=6_000, epochs=1, batch_size=16, lr=1e-3, lr_min=1e-5, noise_frac=0.25, seed=0, n_val=256),
+    full=dict(n_train=6_000, epochs=6, batch_size=16, lr=1e-3, lr_min=1e-5, noise_frac=0.25, seed=0, n_val=256),
 )
 
 @contextlib.contextmanager
