@@ -18,8 +18,8 @@ from .utils import check_choice, check_positive
 # %% auto #0
 __all__ = ['TRANSFORMS', 'SIDES', 'SCHEMES', 'SOLVERS', 'EQ_METHODS', 'transform', 'velocity_field', 'lie_derivative',
            'fd_derivative', 'relative_error', 'operator_generator', 'feature_derivative', 'fd_feature_derivative',
-           'solve_generator', 'generator_stats', 'planted_generator_data', 'equivariance_residual', 'fit_r2',
-           'solve_equivariant_map', 'planted_equivariant_data']
+           'solve_generator', 'generator_stats', 'planted_generator_data', 'lie_generator', 'equivariance_residual',
+           'fit_r2', 'solve_equivariant_map', 'planted_equivariant_data']
 
 # %% ../nbs/01_generators.ipynb #20b09546
 TRANSFORMS = ('rotation', 'shift_x', 'shift_y', 'scale')  # the one-parameter groups
@@ -134,6 +134,12 @@ def fd_feature_derivative(features, # feature map: (B, C, H, W) -> (B, D)
 # %% ../nbs/01_generators.ipynb #90efe5f9
 SOLVERS = ('gram', 'svd', 'pinv')  # least-squares implementations
 
+def _gram_eigh(X, rtol):
+    "X in float64, its singular values and right singular vectors (from the eigendecomposition of XᵀX), and the rank at rtol."
+    Xd = X.double(); ev, V = torch.linalg.eigh(Xd.T @ Xd)
+    s, V = ev.flip(0).clamp_min(0).sqrt(), V.flip(1)
+    return Xd, s, V, int((s > rtol*s[0]).sum())
+
 def solve_generator(X:torch.Tensor, # samples (N, d)
                     dX:torch.Tensor, # their derivatives (N, d)
                     rtol:float|None=None, # relative singular-value cut-off (None: max(N, d)·eps_float32)
@@ -153,9 +159,7 @@ def solve_generator(X:torch.Tensor, # samples (N, d)
         k = int((s > rtol*s[0]).sum())
         J = ((Vh[:k].T/s[:k]) @ (U[:, :k].T @ dX.double())).T
     else:
-        Xd = X.double(); ev, V = torch.linalg.eigh(Xd.T @ Xd)
-        s, V = ev.flip(0).clamp_min(0).sqrt(), V.flip(1)
-        k = int((s > rtol*s[0]).sum())
+        Xd, s, V, k = _gram_eigh(X, rtol)
         J = ((V[:, :k]/s[:k]**2) @ (V[:, :k].T @ (Xd.T @ dX.double()))).T
     info = dict(method=method, rtol=float(rtol))
     if s is not None: info.update(rank=k, tol=float(rtol*s[0]), singular_values=s.cpu().numpy())
@@ -180,6 +184,21 @@ def planted_generator_data(n:int=15, # samples
     J = torch.randn(d, d, generator=g, dtype=torch.float64)
     X = torch.randn(n, rank or d, generator=g, dtype=torch.float64) @ torch.randn(rank or d, d, generator=g, dtype=torch.float64)
     return X, X @ J.T, J
+
+# %% ../nbs/01_generators.ipynb #51fd1d46
+def lie_generator(x:torch.Tensor, # images (N, C, H, W)
+                  kind:str='rotation', # one of `TRANSFORMS`
+                  side:str='right', # see `lie_derivative`
+                  rtol:float|None=None, # relative singular-value cut-off (None: max(N, d)·eps_float32)
+                 ) -> tuple:
+    "`solve_generator(x.flatten(1), lie_derivative(x).flatten(1))` computed as J = G P (P: projector onto the images' span)."
+    check_choice('kind', kind, TRANSFORMS); check_choice('side', side, SIDES); _check_images(x)
+    X = x.flatten(1); N, d = X.shape
+    rtol = max(N, d)*torch.finfo(torch.float32).eps if rtol is None else check_positive('rtol', rtol)
+    _, s, V, k = _gram_eigh(X, rtol)
+    P = V[:, :k] @ V[:, :k].T                                                         # symmetric: rows = columns
+    J = lie_derivative(P.reshape(d, *x.shape[1:]), kind, side).reshape(d, d).T        # column j: G applied to P[:, j]
+    return J, dict(method='lie', rtol=float(rtol), rank=k, tol=float(rtol*s[0]), singular_values=s.cpu().numpy())
 
 # %% ../nbs/01_generators.ipynb #d195a454
 def equivariance_residual(T, JA, JB) -> float:

@@ -6,6 +6,7 @@ Docs: https://manifold-nb.github.io/manifold-nb/models/cnn.html.md"""
 
 # %% ../../nbs/models/cnn.ipynb #72f7f052
 from __future__ import annotations
+import warnings
 import torch
 from torch import nn
 import torch.nn.functional as F
@@ -70,37 +71,64 @@ def _feature_ops(model):
     return ops
 
 def _max_jvp(a1, d1, a2, d2):
-    "max(a1, a2) and its right derivative: the tangent of the larger, the larger tangent at a tie."
-    return torch.maximum(a1, a2), torch.where(a1 > a2, d1, torch.where(a1 < a2, d2, torch.maximum(d1, d2)))
+    "max(a1, a2) and its right derivative: the tangent of the larger entry, the larger tangent at a tie."
+    m = torch.maximum(a1, a2); big = torch.finfo(d1.dtype).max/4   # unselected tangents drop to about -big
+    return m, torch.maximum(d1 - big*(a1 != m).to(d1.dtype), d2 - big*(a2 != m).to(d2.dtype))
+
+def _packed_ops(model):
+    "`_feature_ops` for the packed [a, da] layout: grouped (groups=2) channels_last weights, bias on the primal half only."
+    return [('conv', torch.cat([op[1], op[1]]).contiguous(memory_format=torch.channels_last),
+             torch.cat([op[2], torch.zeros_like(op[2])]), op[3]) if op[0] == 'conv' else op for op in _feature_ops(model)]
+
+def _packed_jvp(y, ops):
+    "Push packed features [a, da] (B, 2C, H, W) through `ops`; returns A and dA, each (B, D)."
+    for op in ops:
+        if op[0] == 'conv':
+            y = F.conv2d(y, op[1], op[2], padding=op[3], groups=2); continue
+        C = y.shape[1]//2; a, da = y[:, :C], y[:, C:]
+        if op[0] == 'relu':
+            z = torch.zeros_like(a); a, da = _max_jvp(a, da, z, z)          # relu(a) = max(a, 0), tangent of 0 is 0
+        else:                                                              # k x k max pool, stride k: fold the window pairwise
+            k = op[1]; H, W = (a.shape[-2]//k)*k, (a.shape[-1]//k)*k
+            win = [(a[..., i:H:k, j:W:k], da[..., i:H:k, j:W:k]) for i in range(k) for j in range(k)]
+            a, da = win[0]
+            for a2, d2 in win[1:]: a, da = _max_jvp(a, da, a2, d2)
+        y = torch.cat([a, da], 1)
+    C = y.shape[1]//2
+    return y[:, :C].flatten(1), y[:, C:].flatten(1)
+
+_COMPILED = {}
+def _compiled_packed_jvp():
+    "The inductor-compiled `_packed_jvp` (created once per process; static shapes)."
+    if 'f' not in _COMPILED: _COMPILED['f'] = torch.compile(_packed_jvp, dynamic=False)
+    return _COMPILED['f']
 
 @torch.no_grad()
 def features_jvp(model:MNISTCNN, # network in eval mode
                  x:torch.Tensor, # images (B, 1, 28, 28)
                  dx:torch.Tensor, # tangent (B, 1, 28, 28), e.g. the Lie derivative of x
-                 batch_size:int=500, # images per pass
+                 batch_size:int=100, # images per pass (about 100 keeps each batch in cache on a CPU)
+                 compile:bool=False, # fuse the per-batch work with torch.compile (one-time cost; eager fallback)
                 ) -> tuple:
     "Features A = f(x) (B, 490) and the right directional derivative dA = lim (f(x + t dx) - f(x))/t, t -> 0+."
     if model.training: raise ValueError("features_jvp needs the model in eval mode (call model.eval())")
+    if x.ndim != 4: raise ValueError(f"x must have shape (B, C, H, W); got {tuple(x.shape)}")
     if x.shape != dx.shape: raise ValueError(f"x and dx must have the same shape; got {tuple(x.shape)} and {tuple(dx.shape)}")
-    ops = _feature_ops(model)
-    def one(a, da):
-        n = len(a)
-        for op in ops:
-            if op[0] == 'conv':
-                y = F.conv2d(torch.cat([a, da]), op[1], None, padding=op[3]); a, da = y[:n] + op[2][:, None, None], y[n:]
-            elif op[0] == 'relu':
-                da = torch.where(a > 0, da, torch.where(a == 0, da.clamp_min(0), torch.zeros_like(da))); a = a.clamp_min(0)
-            elif op[1] == 2:   # 2x2 pooling as two pairwise maxima (much faster than a windowed reduction on CPU)
-                a, da = _max_jvp(a[..., 0::2], da[..., 0::2], a[..., 1::2], da[..., 1::2])
-                a, da = _max_jvp(a[..., 0::2, :], da[..., 0::2, :], a[..., 1::2, :], da[..., 1::2, :])
-            else:
-                k = op[1]; B, C, H, W = a.shape
-                v, dv = a.view(B, C, H//k, k, W//k, k), da.view(B, C, H//k, k, W//k, k)
-                m = v.amax((3, 5), keepdim=True)
-                da = torch.where(v == m, dv, torch.full_like(dv, -torch.inf)).amax((3, 5)); a = m[:, :, :, 0, :, 0]
-        return a.flatten(1), da.flatten(1)
-    out = [one(x[j:j+batch_size], dx[j:j+batch_size]) for j in range(0, len(x), batch_size)]
+    check_positive('batch_size', batch_size)
+    ops = _packed_ops(model); y = torch.cat([x, dx.to(x.dtype)], 1).contiguous(memory_format=torch.channels_last)
+    step = _packed_jvp
+    if compile:
+        step = _compiled_packed_jvp()
+        try: step(y[:1].expand(batch_size, -1, -1, -1).contiguous(memory_format=torch.channels_last), ops)  # compile (or hit the cache) now
+        except Exception as e:
+            warnings.warn(f"torch.compile failed ({type(e).__name__}: {str(e)[:200]}); features_jvp runs eagerly"); step = _packed_jvp
+    out = []
+    for j in range(0, len(y), batch_size):
+        yb = y[j:j+batch_size]; n = len(yb)
+        if compile and n < batch_size: yb = F.pad(yb, (0, 0, 0, 0, 0, 0, 0, batch_size - n)).contiguous(memory_format=torch.channels_last)
+        a, da = step(yb, ops); out.append((a[:n], da[:n]))
     return torch.cat([a for a, _ in out]), torch.cat([d for _, d in out])
+
 
 # %% ../../nbs/models/cnn.ipynb #578ede14
 def random_shift(x:torch.Tensor, # images (B, C, H, W)
