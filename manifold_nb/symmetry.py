@@ -348,13 +348,16 @@ def latent_orbits(T:nn.Module, z:torch.Tensor, n:int=12) -> torch.Tensor:
     with torch.no_grad(): return iterate_map(T, z, n - 1).transpose(0, 1)
 
 def train_orbit_classifier(orbits:torch.Tensor, y:torch.Tensor, classes:list, epochs:int=40, lr:float=3e-3, batch_size:int=256,
-                           seed:int=0, device:str='cpu', desc:str='orbit pool') -> nn.Module:
+                           seed:int=0, device:str='cpu', desc:str='orbit pool',
+                           weight_decay:float=0., # > 0: AdamW with this decoupled weight decay (0: Adam)
+                          ) -> nn.Module:
     "An `OrbitPoolClassifier` trained with cross-entropy on latent orbits of labelled images."
     lut = {c: i for i, c in enumerate(classes)}; t = torch.tensor([lut[int(c)] for c in y])
     set_seed(seed); m = OrbitPoolClassifier(orbits.shape[-1], len(classes))
     flat_ = orbits.reshape(-1, orbits.shape[-1]); m.shift.copy_(flat_.mean(0)); m.scale.fill_(flat_.std(0).mean().clamp_min(1e-8).item())
     m.history = fit(m, (orbits, t), lambda m, b: F.cross_entropy(m(b[0]), b[1]), epochs=epochs, lr=lr, batch_size=batch_size,
-                    device=device, seed=seed, desc=desc, scheduler='cosine')
+                    device=device, seed=seed, desc=desc, scheduler='cosine', optimizer='adamw' if weight_decay else 'adam',
+                    weight_decay=weight_decay)
     m.classes = list(classes); return m.eval()
 
 def so2_invariants(z:torch.Tensor) -> torch.Tensor:

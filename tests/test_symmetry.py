@@ -61,13 +61,17 @@ def test_oracle_and_learned_flow(sym):
 def test_invariant_classifier(sym):
     _, m = sym
     inv = m["invariant_classifier"]
-    for k in ["plain", "orbit_average", "orbit_pool", "equivariant_invariants", "oracle_all_angles"]:
+    for k in ["plain", "orbit_average", "orbit_pool", "orbit_pool_all_starts", "equivariant_invariants", "oracle_all_angles"]:
         assert len(inv[k]["accuracy_per_angle"]) == 12
         assert inv[k]["consistency_per_angle"][0] == 1.0
+        assert inv[k]["min_accuracy"] == min(inv[k]["accuracy_per_angle"]) and inv[k]["trained_on"]
     # trained upright only: the plain classifier degrades with the angle, orbit averaging makes it (nearly) invariant
     assert inv["orbit_average"]["mean_accuracy"] > inv["plain"]["mean_accuracy"] + 0.05
     assert min(inv["orbit_average"]["accuracy_per_angle"]) > 0.8
     assert inv["orbit_pool"]["mean_accuracy"] > inv["plain"]["mean_accuracy"] + 0.05
+    # trained on orbits started from every stored training angle: still invariant by construction, and better than plain
+    assert "every start" in inv["orbit_pool_all_starts"]["trained_on"]
+    assert inv["orbit_pool_all_starts"]["mean_accuracy"] > inv["plain"]["mean_accuracy"] + 0.05
 
 
 def test_figures(sym):
@@ -98,3 +102,17 @@ def test_flow_losses_known_values():
     class Radial(LatentFlow):
         def forward(self, z): return (z / z.norm(dim=1, keepdim=True))[:, None]
     assert flow_losses(Radial(2, 1), RadialOracle(), z, eps=1e-3)["invariance"].item() > 1.0
+
+
+def test_orbit_classifier_weight_decay():
+    from manifold_nb.symmetry import latent_orbits, train_orbit_classifier
+    from manifold_nb.models.vae import rotate_latent_blocks
+    T = lambda z: rotate_latent_blocks(z, 30.)
+    torch.manual_seed(0)
+    o, y = latent_orbits(T, torch.randn(64, 16), 12), torch.randint(0, 3, (64,))
+    sq = lambda m: sum(p.pow(2).sum() for p in m.parameters()).item()
+    plain = train_orbit_classifier(o, y, [0, 1, 2], epochs=20)
+    decayed = train_orbit_classifier(o, y, [0, 1, 2], epochs=20, weight_decay=10.)
+    assert sq(decayed) < 0.9 * sq(plain)              # AdamW weight decay shrinks the weights
+    with torch.no_grad():                              # pooled over the orbit: any start gives the same logits
+        assert torch.allclose(decayed(o), decayed(o.roll(5, dims=1)), atol=1e-5)
