@@ -134,9 +134,17 @@ def fd_feature_derivative(features, # feature map: (B, C, H, W) -> (B, D)
 # %% ../nbs/01_generators.ipynb #90efe5f9
 SOLVERS = ('gram', 'svd', 'pinv')  # least-squares implementations
 
+def _gram(X, blocks:int=4):
+    "XᵀX from its upper block triangle only (a blocked SYRK: about 5/8 of the full product's work for 4 blocks)."
+    d = X.shape[1]; e = [round(i*d/blocks) for i in range(blocks + 1)]
+    G = X.new_empty(d, d)
+    for a, b in zip(e[:-1], e[1:]):
+        R = X[:, a:b].T @ X[:, a:]; G[a:b, a:] = R; G[a:, a:b] = R.T
+    return G
+
 def _gram_eigh(X, rtol):
     "X in float64, its singular values and right singular vectors (from the eigendecomposition of XᵀX), and the rank at rtol."
-    Xd = X.double(); ev, V = torch.linalg.eigh(Xd.T @ Xd)
+    Xd = X.double(); ev, V = torch.linalg.eigh(_gram(Xd))
     s, V = ev.flip(0).clamp_min(0).sqrt(), V.flip(1)
     return Xd, s, V, int((s > rtol*s[0]).sum())
 
