@@ -142,6 +142,10 @@ def _gram(X, blocks:int=4):
         R = X[:, a:b].T @ X[:, a:]; G[a:b, a:] = R; G[a:, a:b] = R.T
     return G
 
+def _default_rtol(X, rtol):
+    "The cut-off `rtol`, or max(N, d)·eps_float32 (torch.linalg.pinv's float32 default) when it is None."
+    return max(X.shape)*torch.finfo(torch.float32).eps if rtol is None else check_positive('rtol', rtol)
+
 def _gram_eigh(X, rtol):
     "X in float64, its singular values and right singular vectors (from the eigendecomposition of XᵀX), and the rank at rtol."
     Xd = X.double(); ev, V = torch.linalg.eigh(_gram(Xd))
@@ -158,8 +162,7 @@ def solve_generator(X:torch.Tensor, # samples (N, d)
     X, dX = torch.as_tensor(X), torch.as_tensor(dX)
     if X.ndim != 2 or dX.shape != X.shape:
         raise ValueError(f"X and dX must be matrices of the same shape (N, d); got {tuple(X.shape)} and {tuple(dX.shape)}")
-    N, d = X.shape
-    rtol = max(N, d)*torch.finfo(torch.float32).eps if rtol is None else check_positive('rtol', rtol)
+    rtol = _default_rtol(X, rtol)
     if method == 'pinv':
         J, s = (torch.linalg.pinv(X, rtol=rtol) @ dX).T, None
     elif method == 'svd':
@@ -201,8 +204,7 @@ def lie_generator(x:torch.Tensor, # images (N, C, H, W)
                  ) -> tuple:
     "`solve_generator(x.flatten(1), lie_derivative(x).flatten(1))` computed as J = G P (P: projector onto the images' span)."
     check_choice('kind', kind, TRANSFORMS); check_choice('side', side, SIDES); _check_images(x)
-    X = x.flatten(1); N, d = X.shape
-    rtol = max(N, d)*torch.finfo(torch.float32).eps if rtol is None else check_positive('rtol', rtol)
+    X = x.flatten(1); d = X.shape[1]; rtol = _default_rtol(X, rtol)
     _, s, V, k = _gram_eigh(X, rtol)
     P = V[:, :k] @ V[:, :k].T                                                         # symmetric: rows = columns
     J = lie_derivative(P.reshape(d, *x.shape[1:]), kind, side).reshape(d, d).T        # column j: G applied to P[:, j]

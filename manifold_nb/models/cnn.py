@@ -6,7 +6,7 @@ Docs: https://manifold-nb.github.io/manifold-nb/models/cnn.html.md"""
 
 # %% ../../nbs/models/cnn.ipynb #72f7f052
 from __future__ import annotations
-import warnings
+import functools, warnings
 import torch
 from torch import nn
 import torch.nn.functional as F
@@ -97,11 +97,10 @@ def _packed_jvp(y, ops):
     C = y.shape[1]//2
     return y[:, :C].flatten(1), y[:, C:].flatten(1)
 
-_COMPILED = {}
+@functools.cache
 def _compiled_packed_jvp():
     "The inductor-compiled `_packed_jvp` (created once per process; static shapes)."
-    if 'f' not in _COMPILED: _COMPILED['f'] = torch.compile(_packed_jvp, dynamic=False)
-    return _COMPILED['f']
+    return torch.compile(_packed_jvp, dynamic=False)
 
 @torch.no_grad()
 def features_jvp(model:MNISTCNN, # network in eval mode
@@ -116,17 +115,16 @@ def features_jvp(model:MNISTCNN, # network in eval mode
     if x.shape != dx.shape: raise ValueError(f"x and dx must have the same shape; got {tuple(x.shape)} and {tuple(dx.shape)}")
     check_positive('batch_size', batch_size)
     ops = _packed_ops(model); y = torch.cat([x, dx.to(x.dtype)], 1).contiguous(memory_format=torch.channels_last)
-    step = _packed_jvp
-    if compile:
-        step = _compiled_packed_jvp()
-        try: step(y[:1].expand(batch_size, -1, -1, -1).contiguous(memory_format=torch.channels_last), ops)  # compile (or hit the cache) now
-        except Exception as e:
-            warnings.warn(f"torch.compile failed ({type(e).__name__}: {str(e)[:200]}); features_jvp runs eagerly"); step = _packed_jvp
-    out = []
+    step, out = _compiled_packed_jvp() if compile else _packed_jvp, []
     for j in range(0, len(y), batch_size):
         yb = y[j:j+batch_size]; n = len(yb)
         if compile and n < batch_size: yb = F.pad(yb, (0, 0, 0, 0, 0, 0, 0, batch_size - n)).contiguous(memory_format=torch.channels_last)
-        a, da = step(yb, ops); out.append((a[:n], da[:n]))
+        try: a, da = step(yb, ops)
+        except Exception as e:                 # compilation failed (e.g. no C++ compiler): the eager path re-raises real errors
+            if step is _packed_jvp: raise
+            warnings.warn(f"torch.compile failed ({type(e).__name__}: {str(e)[:200]}); features_jvp runs eagerly")
+            step = _packed_jvp; a, da = step(yb, ops)
+        out.append((a[:n], da[:n]))
     return torch.cat([a for a, _ in out]), torch.cat([d for _, d in out])
 
 
