@@ -79,7 +79,7 @@ def _laguerre(c, guesses, n, iters, delta, threshold):
             a0 = coefs[0]
             fric.append(torch.full_like(z, iters / (1. + delta)))
             p0 = (z + a0).abs()
-            sett.append((p0 >= threshold).to(z.dtype) * (1. if iters > 1 else float(iters)))
+            sett.append((p0 >= threshold).to(z.dtype))
             roots.append(-a0); break
         f = torch.zeros_like(z); s = torch.zeros_like(z); alive = torch.ones_like(z)
         dm1, k2 = deg - 1., -2. * deg / (deg - 1.)
@@ -118,7 +118,7 @@ def _newton_polish(c, z, n, iters):
 def _adjugate_vectors(Ms, lam, n):
     "Per root: column of adj(lam I - A) = sum_k lam^{n-k} M_k (Horner) at its largest |diagonal| entry, normalised."
     dg = [M.diagonal(dim1=0, dim2=1).T for M in Ms]          # (n,B) diagonals
-    R = dg[0].expand(n, n, -1) if False else dg[0][None].expand(lam.shape[0], n, lam.shape[-1])
+    R = dg[0][None].expand(lam.shape[0], n, lam.shape[-1])
     for d in dg[1:]: R = torch.addcmul(d[None], R, lam[:, None])     # (root, n, B) diagonal of R
     Ra = R.abs()
     best, bv = torch.zeros_like(Ra[:, 0], dtype=torch.long), Ra[:, 0]

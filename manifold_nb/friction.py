@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from .conduit import fl_conduit
+from .fidelity import class_mean_maps, cosine_matrix
 
 # %% auto #0
 __all__ = ['conduit_maps', 'spatial_stats', 'class_moments', 'map_distances', 'centre_edge', 'position_f_stat', 'image_stats']
@@ -42,20 +43,14 @@ def class_moments(maps:torch.Tensor, # (n, gh, gw, D)
                   n_classes:int=10, # number of classes
                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     "Per-class mean maps, population variance maps (E[x²]−E[x]², as the seed) and counts: (C,gh,gw,D), (C,gh,gw,D), (C,)."
-    onehot = F.one_hot(y.long(), n_classes).double()                 # (n, C)
-    x = maps.double().reshape(len(maps), -1)
-    counts = onehot.sum(0)
-    mean = (onehot.T @ x) / counts.clamp(min=1)[:, None]
-    var = (onehot.T @ x.square()) / counts.clamp(min=1)[:, None] - mean.square()
-    shape = (n_classes, *maps.shape[1:])
-    return mean.reshape(shape), var.reshape(shape), counts
+    return class_mean_maps(maps.double(), y, n_classes)
 
 def map_distances(class_means:torch.Tensor, # (C, ...) one map per class
                  ) -> dict:
     "Pairwise L2 distances and cosine similarities of flattened class maps, with off-diagonal mean/min summaries."
     flat = class_means.reshape(len(class_means), -1).double()
     l2 = torch.cdist(flat, flat)
-    nf = F.normalize(flat, dim=-1); cos = nf @ nf.T
+    cos = cosine_matrix(flat)
     off = ~torch.eye(len(flat), dtype=torch.bool)
     return dict(l2=l2, cos=cos, l2_mean=float(l2[off].mean()), cos_mean=float(cos[off].mean()),
                 cos_min=float(cos[off].min()))

@@ -98,8 +98,7 @@ def test_telemetry_semantics_and_ordering():
     assert (pk.extraction_order[:, 3] == 3).all() and (pk.settle[:, 3] <= 1).all()
     assert (pk.friction >= 0).all() and ((pk.settle >= 0) & (pk.settle <= 5)).all()
     assert (pk.settle == pk.settle.round()).all()
-    # telemetry is permuted with the eigenvalues: solving a reversed batch order changes nothing per matrix,
-    # and relabelling the coordinates (P G Pᵀ) keeps eigenvalue ranks (telemetry changes only via the start guesses)
+    # solving a reversed batch order changes nothing per matrix
     pk_rev = fl_conduit(G.flip(0))
     torch.testing.assert_close(pk_rev.friction.flip(0), pk.friction)
     # extraction_order is a permutation of 0..3 per matrix, aligned with the ascending eigenvalues

@@ -27,10 +27,9 @@ def test_quick_metrics(quick):
     assert fe["jvp_f32"] > 10*fe["features_jvp_f32"]   # plain jvp picks one entry of tied max-pool windows
     g = m["generators"]
     assert g["JB"]["shape"] == [784, 784] and g["JA"]["shape"] == [490, 490]
-    assert 0 < g["JB"]["rank"] <= 784 and 0 < g["JA"]["rank"] <= 490
-    assert g["JB"]["train_residual"] < 1e-2 and g["JB"]["heldout_residual"] < 0.5
-    assert abs(g["JB_vs_document_pipeline"]) < 0.05            # same generator up to the document's derivative error
-    assert 0 <= g["JB"]["skew_share"] <= 1
+    assert g["JB"]["rank"] < 784                               # MNIST's constant corners: B is rank-deficient
+    assert g["JB"]["train_residual"] < 1e-2 and g["JB"]["heldout_residual"] < 0.2
+    assert abs(g["JB_vs_document_pipeline"]) < 1e-2            # same generator up to the document's derivative error
     s = m["smooth_known_answer"]
     assert abs(s["order_central"] - 2) < 0.3 and s["n112"]["central"] < 0.01
     sw = m["lambda_sweep"]

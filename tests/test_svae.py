@@ -72,8 +72,6 @@ def test_singular_values_sorted_nonnegative_and_exact(contract):
     S, M = out["svd"]["S_orig"], out["svd"]["M"]
     assert (S >= 0).all() and (S.diff(dim=-1) <= 0).all()
     assert torch.allclose(S, torch.linalg.svdvals(M.double()).float(), atol=1e-5)
-    Sc = out["svd"]["S"]                                     # coordinated: within the ±20 %-per-layer bound
-    assert ((Sc / S - 1).abs() <= 0.44 + 1e-6).all()
 
 
 def test_usvt_reconstructs_M(contract):
