@@ -11,20 +11,13 @@ test images and the same trained model; the script prints the times, their ratio
 import argparse, time
 import torch
 from manifold_nb.data import load_fashion_mnist
-from manifold_nb.cache import cached_model, fingerprint
-from manifold_nb.models.autoencoders import build_autoencoder, train_autoencoder
-from manifold_nb.tangent import decoder_jacobians, decoder_jacobians_loop, eval_mode
-
-# must match the full profile of nbs/04_ae_tangent.ipynb, so that its cached models are reused
-FULL = dict(fc=dict(n_train=60000, epochs=10), conv=dict(n_train=30000, epochs=2))
+from manifold_nb.models.autoencoders import build_autoencoder, cached_autoencoder
+from manifold_nb.tangent import AE_FULL_TRAINING, ae_train_kwargs, decoder_jacobians, decoder_jacobians_loop, eval_mode
 
 def trained(kind, L, X_train, untrained=False, seed=0):
+    "The model nbs/04_ae_tangent.ipynb trains in its full profile (same settings and cache entry; trained here when missing)."
     if untrained: torch.manual_seed(seed); return build_autoencoder(kind, L).eval()
-    tc = dict(n_train=FULL[kind]["n_train"], epochs=FULL[kind]["epochs"], lr=3e-3, batch_size=128, scheduler="onecycle", seed=seed, loss="mse")
-    Xk = X_train[:tc["n_train"]]
-    def build(): torch.manual_seed(seed); return build_autoencoder(kind, L)
-    def train(m): return train_autoencoder(m, Xk, epochs=tc["epochs"], lr=tc["lr"], batch_size=tc["batch_size"], seed=seed, scheduler="onecycle")
-    return cached_model(f"{kind}{L}", dict(tc, kind=kind, latent_dim=L), build, train, data_fp=fingerprint(Xk))
+    return cached_autoencoder(kind, L, X_train, **ae_train_kwargs(AE_FULL_TRAINING, kind), seed=seed)
 
 def bench(model, X, name):
     with torch.no_grad(), eval_mode(model): z = model.encode(X)

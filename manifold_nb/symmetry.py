@@ -14,7 +14,7 @@ from torch import nn
 import torch.nn.functional as F
 import h5py
 from kornia.geometry.transform import rotate
-from .utils import check_choice, check_positive, set_seed, get_device
+from .utils import check_choice, check_positive, set_seed
 from .data import load_mnist
 from .cache import cached_model, cached_file, fingerprint
 from .train import fit, predict
@@ -23,12 +23,12 @@ from .models.vae import (VAE_ARCHS, LATENT_SIZES, VAE_VERSION, make_vae, vae_los
 
 # %% auto #0
 __all__ = ['rotation_angles', 'check_digits', 'rotate_images', 'write_rotated_mnist', 'rotated_mnist_file', 'load_rotated_mnist',
-           'train_vae', 'vae_scores', 'LatentMap', 'iterate_map', 'latent_map_loss', 'encode_posterior',
-           'train_latent_map', 'train_orbit_map', 'stepwise_rotation_errors', 'LatentMLP', 'LatentFlow', 'lie_brackets',
-           'flow_losses', 'train_flow', 'latent_rotation_direction', 'field_alignment', 'isotropic_abs_cos',
-           'RadialOracle', 'annulus_points', 'block_rotation_fields', 'train_latent_classifier', 'classifier_accuracy',
-           'integrate_flow', 'orbit_average', 'OrbitPoolClassifier', 'latent_orbits', 'train_orbit_classifier',
-           'so2_invariants']
+           'train_vae', 'vae_scores', 'mean_image_scores', 'LatentMap', 'iterate_map', 'latent_map_loss',
+           'encode_posterior', 'train_latent_map', 'train_orbit_map', 'stepwise_rotation_errors', 'LatentMLP',
+           'LatentFlow', 'lie_brackets', 'flow_losses', 'train_flow', 'latent_rotation_direction', 'field_alignment',
+           'isotropic_abs_cos', 'RadialOracle', 'annulus_points', 'block_rotation_fields', 'train_latent_classifier',
+           'classifier_accuracy', 'integrate_flow', 'orbit_average', 'OrbitPoolClassifier', 'latent_orbits',
+           'train_orbit_classifier', 'so2_invariants']
 
 # %% ../nbs/05_symmetry_discovery.ipynb #43516ff9
 def rotation_angles(angle_step:int=30 # degrees between consecutive rotations; a divisor of 360
@@ -128,6 +128,13 @@ def vae_scores(vae:nn.Module, X:torch.Tensor, batch_size:int=500, device:str='cp
         mse += (vae.decode(mu).sigmoid() - x).pow(2).mean((1, 2, 3)).sum().item()
     return dict(neg_elbo=elbo/len(X), recon_mse=mse/len(X))
 
+@torch.no_grad()
+def mean_image_scores(Xtrain:torch.Tensor, X:torch.Tensor) -> dict:
+    "Baseline of a VAE that learned nothing: Bernoulli NLL (nats/image) and pixel MSE of `X` under the mean training image."
+    p = Xtrain.mean(0, keepdim=True).clamp(1e-6, 1 - 1e-6).expand_as(X)
+    return dict(neg_elbo=F.binary_cross_entropy(p, X, reduction='none').flatten(1).sum(1).mean().item(),
+                recon_mse=(p - X).pow(2).mean((1, 2, 3)).mean().item())
+
 # %% ../nbs/05_symmetry_discovery.ipynb #82c2e6d9
 class LatentMap(nn.Module):
     "Residual MLP z -> z + f(z): a learned transformation of the latent space."
@@ -160,12 +167,12 @@ def train_latent_map(vae:nn.Module, X:torch.Tensor, # (N, A, 1, 28, 28) images a
                      n_steps:int=1, # 1: learn a one-step rotation; A-1: learn it through A-1 compositions
                      epochs:int=5, lr:float=3e-3, batch_size:int=128, seed:int=0, device:str='cpu', name:str='latent_map') -> nn.Module:
     "Train (or load) a `LatentMap` T so that decode(T^n_steps(E(x at angle a))) matches x at angle a + n_steps."
-    N, A = X.shape[:2]; check_positive('n_steps', n_steps)
+    check_positive('n_steps', n_steps)
     mu, logvar = encode_posterior(vae, X, device=device)
     tgt = torch.roll(X, -n_steps, dims=1)                         # target angle index a + n_steps (mod A)
     data = (mu.flatten(0, 1), logvar.flatten(0, 1), tgt.flatten(0, 1))
     for p in vae.parameters(): p.requires_grad_(False)
-    config = dict(n_steps=n_steps, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed, vae=vae.cache_info['key'])
+    config = dict(n_steps=n_steps, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed, vae=fingerprint(*vae.state_dict().values()))
     def build(): set_seed(seed); return LatentMap(vae.latent_dim)
     def train(T): return fit(T, data, lambda T, b: latent_map_loss(T, vae.decoder, *b, n_steps=n_steps), epochs=epochs, lr=lr,
                              batch_size=batch_size, device=device, seed=seed, desc=f'{name} ({n_steps} step)')
@@ -174,14 +181,14 @@ def train_latent_map(vae:nn.Module, X:torch.Tensor, # (N, A, 1, 28, 28) images a
 def train_orbit_map(vae:nn.Module, X:torch.Tensor, # (N, A, 1, 28, 28) images at A equally spaced angles
                     epochs:int=5, lr:float=3e-3, batch_size:int=128, seed:int=0, device:str='cpu', name:str='orbit_map') -> nn.Module:
     "Train (or load) a `LatentMap` T with T^k(E(x_a)) ~ E(x_{a+k}) for k = 1..A (whole orbit, back to the start), in latent space."
-    N, A = X.shape[:2]
+    A = X.shape[1]
     mu = encode_posterior(vae, X, device=device)[0]
     seqs = torch.cat([torch.roll(mu, -a, dims=1) for a in range(A)])     # (N*A, A, l): orbits from every start angle
     var = mu.flatten(0, 1).var(0).sum()
     def loss(T, b):
         s = b[0]; zs = iterate_map(T, s[:, 0], A)[1:]                    # T^1 .. T^A
         return (zs - torch.roll(s, -1, dims=1).transpose(0, 1)).pow(2).sum(-1).mean()/var
-    config = dict(epochs=epochs, lr=lr, batch_size=batch_size, seed=seed, vae=vae.cache_info['key'])
+    config = dict(epochs=epochs, lr=lr, batch_size=batch_size, seed=seed, vae=fingerprint(*vae.state_dict().values()))  # the weights: a retrained VAE gets new maps
     def build(): set_seed(seed); return LatentMap(vae.latent_dim)
     def train(T): return fit(T, (seqs,), loss, epochs=epochs, lr=lr, batch_size=batch_size, device=device, seed=seed, desc=f'{name} (orbit)')
     return cached_model(name, config, build, train, data_fp=fingerprint(X[:, 0]), device=device)

@@ -27,7 +27,7 @@ def test_reconstruction_mse(quick):
     for name in MODELS:
         assert math.isfinite(mse[name]) and 0 < mse[name] < base, (name, mse[name], base)
     assert mse["pca128"] < mse["pca32"] < mse["pca16"]
-    for name in MODELS[:6]: assert m["training"][name]["epochs"] >= 1 and len(m["training"][name]["loss_per_epoch"]) >= 1
+    for name in MODELS[:6]: assert len(m["training"][name]["loss_per_epoch"]) == m["training"][name]["epochs"], name
 
 
 def test_tangent_table(quick):
@@ -41,14 +41,13 @@ def test_tangent_table(quick):
             assert len(cells) == 11                               # "all" + 10 classes
             for c, s in cells.items():
                 assert 0 <= s["range95"][0] <= s["mean"] <= s["range95"][1] <= 90, (name, t, c, s)
-                assert s["ci95"][0] <= s["mean"] <= s["ci95"][1]
                 assert s["n"] >= (100 if c == "all" else 10)
         L = jac[name]["latent_dim"]
         assert 1 <= jac[name]["rank_min"] <= jac[name]["rank_max"] <= L
-        assert jac[name]["s_max"]["mean"] > 0
     for k in (16, 32, 128):  # PCA's decoder Jacobian is its orthonormal component matrix: full rank, singular values 1
         assert jac[f"pca{k}"]["rank_min"] == k and abs(jac[f"pca{k}"]["s_max"]["mean"] - 1) < 1e-4
-    # more PCA components can only shrink the angle to the (nested) tangent space, image by image and so on average
+    # observed, not guaranteed: the PCA spans are nested, but the base point (the reconstruction) and so the tangent
+    # vector change with the number of components; the mean angle still shrinks as components are added
     for t in TRANSFORMATIONS:
         assert tab["pca128"][t]["all"]["mean"] <= tab["pca32"][t]["all"]["mean"] <= tab["pca16"][t]["all"]["mean"]
 
@@ -61,11 +60,14 @@ def test_document_reproduction(quick):
         for name, row in m["doc_image_angles"][img].items():
             assert all(0 <= row[t] <= 90 for t in TRANSFORMATIONS), (img, name, row)
     assert {n: a["total_params"] for n, a in m["architecture"].items()} == DOC_PARAMS
-    for name, rows in m["layer_ranks"].items():
-        for lname, r in rows.items(): assert 1 <= r["rank"] <= min(r["shape"]), (name, lname, r)
+    for name, rows in m["layer_ranks"].items():   # the linear maps whose ranks are reported, with the operators' shapes
+        L = int(name.lstrip("convfc"))
+        shapes = ({"elayer1": [256, 784], "elayer2": [128, 256], "elayer3": [L, 128],
+                   "dlayer1": [128, L], "dlayer2": [256, 128], "dlayer3": [784, 256]} if name.startswith("fc") else
+                  {"econv1": [18432, 784], "econv3": [L, 3200], "dconv1": [3200, L], "dconv3": [784, 18432]})
+        assert {k: r["shape"] for k, r in rows.items()} == shapes, name
     for name, v in m["immersion"].items():
-        assert v["weights_decide"].startswith("yes" if name.startswith("fc") else "cannot")
-        assert v["decoder_jacobian_rank_min"] <= int(name.lstrip("convfc"))
+        if name.startswith("fc"): assert v["weights_decide"].startswith("yes"), (name, v["weights_decide"])
     for pair in ("sneaker_to_pullover", "pant_to_pant"):
         assert set(m["interpolation_nearest_train_distance"][pair]) == {"pixel"} | set(MODELS[:6])
     figs = set(m["figures"])

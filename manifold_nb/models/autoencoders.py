@@ -7,14 +7,17 @@ Docs: https://manifold-nb.github.io/manifold-nb/models/autoencoders.html.md"""
 # %% auto #0
 __all__ = ['IMAGE_SHAPE', 'INPUT_SIZE', 'AE_KINDS', 'LATENT_SIZES', 'check_images', 'FullyConnectedAutoencoder',
            'ConvolutionalAutoencoder', 'autoencoder_name', 'check_latent_dim', 'build_autoencoder', 'PCAAutoencoder',
-           'fit_pca_autoencoders', 'reconstruction_loss', 'train_autoencoder', 'reconstruct', 'reconstruction_mse']
+           'fit_pca_autoencoders', 'reconstruction_loss', 'train_autoencoder', 'reconstruct', 'reconstruction_mse',
+           'cached_autoencoder']
 
 # %% ../../nbs/models/autoencoders.ipynb #3d8cbfb9
-import math
 import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from ..cache import cached_model, fingerprint
+from ..train import fit, predict
+from ..utils import get_device, set_seed
 
 # %% ../../nbs/models/autoencoders.ipynb #7a161498
 IMAGE_SHAPE = (1, 28, 28)  # Fashion-MNIST image shape (C, H, W)
@@ -163,7 +166,6 @@ def train_autoencoder(model:nn.Module, # autoencoder to train in place
                       desc=None, # progress-bar label
                      )->dict: # training history from `manifold_nb.train.fit`
     "Train `model` to reconstruct `X` with MSE and Adam; returns the `fit` history."
-    from manifold_nb.train import fit
     X = check_images(X, "X")
     return fit(model, (X,), reconstruction_loss, epochs=epochs, lr=lr, batch_size=batch_size, device=device,
                seed=seed, scheduler=scheduler, desc=desc)
@@ -172,16 +174,40 @@ def train_autoencoder(model:nn.Module, # autoencoder to train in place
 def reconstruct(model:nn.Module, # any autoencoder with encode/decode
                 X, # images (N,1,28,28)
                 batch_size:int=1000, # evaluation batch size
-                device="cpu", # torch device
+                device="cpu", # torch device or name ("cpu", "cuda", "mps", "auto"; resolved by `get_device`)
                )->torch.Tensor: # reconstructions (N,1,28,28) on the CPU
-    "Reconstruct `X` batch by batch with `model` in eval mode."
-    X = check_images(X, "X")
-    was_training = model.training; model.eval().to(device)
-    out = torch.cat([model(X[i:i+batch_size].to(device)).cpu() for i in range(0, len(X), batch_size)])
-    model.train(was_training)
-    return out
+    "Reconstruct `X` batch by batch with `model` in eval mode (`manifold_nb.train.predict`); the training flag is restored."
+    X = check_images(X, "X"); was_training = model.training
+    try: return predict(model, X, batch_size, get_device(device))
+    finally: model.train(was_training)
 
 def reconstruction_mse(model:nn.Module, X, batch_size:int=1000, device="cpu")->float:
     "Mean squared reconstruction error per pixel of `model` on images `X`."
     X = check_images(X, "X")
     return float(((reconstruct(model, X, batch_size, device) - X) ** 2).mean())
+
+# %% ../../nbs/models/autoencoders.ipynb #f8b27841
+def cached_autoencoder(kind:str, # "conv" or "fc"
+                       latent_dim:int, # one of LATENT_SIZES
+                       X_train, # training images (N,1,28,28) in [0,1]; the first `n_train` are used
+                       n_train:int, # number of training images
+                       epochs:int, # passes over them
+                       lr:float=3e-3, # peak learning rate of the one-cycle schedule (Adam)
+                       batch_size:int=128, # minibatch size
+                       seed:int=0, # initialisation and shuffling seed
+                       device="cpu", # torch device for training and for the returned model
+                       retrain:bool=False, # ignore a cached entry and train again
+                       root=None, # cache folder (None: `manifold_nb.cache.cache_dir()`)
+                      )->nn.Module: # trained model in eval mode, with `.train_config`, `.history` and `.cache_info`
+    "Load the autoencoder trained with MSE, Adam and a one-cycle schedule on `X_train[:n_train]` from the cache, or train and store it."
+    name = autoencoder_name(kind, latent_dim)
+    tc = dict(n_train=int(n_train), epochs=int(epochs), lr=float(lr), batch_size=int(batch_size), scheduler="onecycle",
+              seed=int(seed), loss="mse")
+    Xk = check_images(X_train, "X_train")[:tc["n_train"]]
+    def build(): set_seed(seed); return build_autoencoder(kind, latent_dim)
+    def train(m): return train_autoencoder(m, Xk, epochs=tc["epochs"], lr=tc["lr"], batch_size=tc["batch_size"], device=device,
+                                           seed=seed, scheduler="onecycle", desc=name)
+    model = cached_model(name, dict(tc, kind=kind, latent_dim=latent_dim), build, train, data_fp=fingerprint(Xk),
+                         retrain=retrain, device=device, root=root)
+    model.train_config = tc
+    return model
