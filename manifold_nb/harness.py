@@ -17,7 +17,7 @@ from .utils import atomic_write, check_choice, to_jsonable
 
 # %% auto #0
 __all__ = ['PROFILES', 'profile_config', 'Run', 'nbs_dir', 'notebooks', 'NotebookError', 'notebook_parameters', 'run_notebook',
-           'key_metrics', 'notebook_html', 'write_index', 'reproduce', 'readme_markdown', 'main']
+           'parse_params', 'key_metrics', 'notebook_html', 'write_index', 'reproduce', 'readme_markdown', 'main']
 
 # %% ../nbs/core/04_harness.ipynb #54bde5e3
 PROFILES = ('quick', 'full')
@@ -127,6 +127,42 @@ def run_notebook(name:str, # short name, see `manifold-nb list`
         raise NotebookError(f"notebook {name!r} failed in cell [{e.exec_count}]: {e.ename}: {e.evalue}\n"
                             f"executed notebook (open it to see the cell): {dest}") from None
     return dest
+
+# %% ../nbs/core/04_harness.ipynb #b149bd40
+# lead: superseded by the harness branch
+def _convert_param(name:str, value:str, default:Any) -> Any:
+    "Read command-line string `value` as the type of `default` (`None` means None; untyped defaults try int, float, str)."
+    if value == 'None': return None
+    try:
+        if isinstance(default, bool):
+            b = {'true': True, '1': True, 'yes': True, 'false': False, '0': False, 'no': False}.get(value.lower())
+            if b is None: raise ValueError
+            return b
+        if isinstance(default, (int, float)) or default is None:
+            try: return int(value)
+            except ValueError:
+                f = float(value)
+                if isinstance(default, int) and not f.is_integer(): raise ValueError
+                return int(f) if f.is_integer() and not isinstance(default, float) else f
+    except ValueError:
+        if default is not None:
+            raise ValueError(f"parameter {name!r}: cannot read {value!r} as {type(default).__name__}") from None
+    return value
+
+def parse_params(notebook:str|Path, # short name or path of the notebook
+                 raw:dict[str, str], # parameter name → value as typed on the command line
+                ) -> dict:
+    "Convert command-line strings to the type of each parameter's default in `notebook`'s parameters cell."
+    import ast, papermill as pm
+    if not str(notebook).endswith('.ipynb'):
+        nbs_ = notebooks(); check_choice('notebook', notebook, nbs_); notebook = nbs_[notebook]
+    specs = pm.inspect_notebook(str(notebook))
+    bad = sorted(set(raw) - set(specs))
+    if bad: raise ValueError(f"unknown parameter(s) {bad} for notebook {Path(notebook).name}; allowed: {sorted(specs)}")
+    def default(k):
+        try: return ast.literal_eval(specs[k]['default'])
+        except (ValueError, SyntaxError): return None
+    return {k: _convert_param(k, str(v), default(k)) for k, v in raw.items()}
 
 # %% ../nbs/core/04_harness.ipynb #04c2adb6
 def key_metrics(metrics:dict, # a notebook's metrics.json
@@ -247,3 +283,22 @@ def main(argv:list|None=None) -> int:
     except (ValueError, NotebookError, FileNotFoundError) as e:
         print(f'manifold-nb: error: {e}', file=sys.stderr); return 2 if isinstance(e, ValueError) else 1
     return 0
+
+# %% ../nbs/core/04_harness.ipynb #da36b3b7
+# lead: superseded by manifold_nb.cli (wire `sweep` into its subcommand table)
+def _with_sweep(parser_fn):
+    "Wrap `parser_fn` so that its parser also has the `sweep` subcommand."
+    def parser():
+        p = parser_fn()
+        from manifold_nb.sweep import add_parser
+        add_parser(next(a for a in p._actions if isinstance(a, argparse._SubParsersAction)))
+        return p
+    return parser
+_parser, _main_without_sweep = _with_sweep(_parser), main
+
+def main(argv:list|None=None) -> int:
+    "Entry point of the `manifold-nb` console script."
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] != ['sweep']: return _main_without_sweep(argv)
+    from manifold_nb.sweep import main as sweep_main
+    return sweep_main(_parser().parse_args(argv))
