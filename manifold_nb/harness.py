@@ -138,12 +138,13 @@ def _convert_param(name:str, value:str, default:Any) -> Any:
             b = {'true': True, '1': True, 'yes': True, 'false': False, '0': False, 'no': False}.get(value.lower())
             if b is None: raise ValueError
             return b
-        if isinstance(default, (int, float)) or default is None:
+        if isinstance(default, float): return float(value)
+        if isinstance(default, int) or default is None:
             try: return int(value)
             except ValueError:
                 f = float(value)
                 if isinstance(default, int) and not f.is_integer(): raise ValueError
-                return int(f) if f.is_integer() and not isinstance(default, float) else f
+                return int(f) if f.is_integer() else f
     except ValueError:
         if default is not None:
             raise ValueError(f"parameter {name!r}: cannot read {value!r} as {type(default).__name__}") from None
