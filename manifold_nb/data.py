@@ -172,7 +172,7 @@ def _read_idx_file(path:str, kind:str, mtime_ns:int, size:int) -> np.ndarray:
 
 def _read_idx(path:Path, kind:str) -> np.ndarray:
     "The checked array in idx file `path` (or `path`.gz when only that exists)."
-    p = path if path.exists() else path.with_name(path.name + '.gz')
+    p = (path if path.exists() else path.with_name(path.name + '.gz')).resolve()  # a linked file is read (and cached) once
     st = p.stat()
     return _read_idx_file(str(p), kind, st.st_mtime_ns, st.st_size)
 

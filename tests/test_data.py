@@ -86,6 +86,7 @@ def test_full_size_cifar10_is_read_at_its_real_size(full_cifar10):
     Xl, yl = data.load_cifar10("train", n=3, offset=49_997, root=root, size=32)   # the last rows of data_batch_5
     assert torch.equal(yl, torch.from_numpy(y[49_997:50_000]))
     assert torch.equal(Xl, torch.from_numpy(X[49_997:50_000]).float().div(255).reshape(3, 3, 32, 32))
+    data._read_cifar_batch.cache_clear(); data._cifar_concat.cache_clear()   # free the 180 MB read here
 
 
 # --- corrupt MNIST files (issue 11.3), built from the real ones ------------------------------------------------------
