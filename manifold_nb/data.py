@@ -71,7 +71,7 @@ def _from_debian(dataset, dest_root):
     if not all(f in files for fs in _IDX.values() for f in fs): return None
     raw = Path(dest_root)/_FOLDER[dataset]
     for name, src in files.items():
-        if (raw/name).exists(): continue
+        if (raw/name).exists() and _idx_intact(raw/name): continue   # a damaged copy is decompressed again
         def _unzip(p, src=src):
             with gzip.open(src, 'rb') as fi, open(p, 'wb') as fo: shutil.copyfileobj(fi, fo)
         atomic_write(raw/name, _unzip)
@@ -94,6 +94,11 @@ _FIX = dict(mnist="put MNIST in torchvision layout (<root>/MNIST/raw/) and pass 
             cifar10="put <root>/cifar-10-batches-py/ (the python version of CIFAR-10) and set MANIFOLD_NB_DATA=<root>; "
                     "with a network, torchvision downloads it automatically")
 
+def _cache_intact(dataset, root) -> bool:
+    "Are the uncompressed idx files of `dataset` under the cache `root` intact? (CIFAR-10: not checked here)"
+    d = Path(root)/_FOLDER[dataset]
+    return dataset == 'cifar10' or all(_idx_intact(d/f) for fs in _IDX.values() for f in fs if (d/f).exists())
+
 def find_root(dataset:str, # "mnist", "fashion_mnist" or "cifar10"
               root:str|Path|None=None, # explicit root (searched alone when given)
               download:bool=True, # allow torchvision's download as the last resort
@@ -111,7 +116,7 @@ def find_root(dataset:str, # "mnist", "fashion_mnist" or "cifar10"
         if _has(dataset, chk): return chk
         tried.append(f'shared/data beside the checkout: {chk}')
         cache = cache_dir()/'data'
-        if _has(dataset, cache): return cache
+        if _has(dataset, cache) and _cache_intact(dataset, cache): return cache
         tried.append(f'cache folder: {cache}')
         if dataset in _DEBIAN:
             r = _from_debian(dataset, cache)
@@ -136,33 +141,41 @@ def _file_bytes(p:Path) -> bytes:
         raise CorruptDataError(f"{p}: expected gzip-compressed data (the name ends in .gz); found bytes that do not "
                                f"decompress ({type(e).__name__}: {e})") from e
 
-def _idx_shape(data:bytes, # the file's (decompressed) bytes
+def _idx_shape(head:bytes, # the file's first (decompressed) bytes: at least its header, 16 bytes for images
+               size:int, # the file's (decompressed) size in bytes
                p:Path, # the file, named in errors
                kind:str, # "images" or "labels"
               ) -> tuple[int, ...]:
-    "The shape in the idx header of `data`, checked against `kind` and against the number of bytes present."
+    "The shape in the idx header `head`, checked against `kind` and against the `size` bytes present."
     def bad(found): return CorruptDataError(f"{p}: expected an idx {kind} file (magic {_IDX_MAGIC[kind]}); found {found}")
-    if not data: raise bad("an empty file (0 bytes)")
-    if data[:2] == b'\x1f\x8b': raise bad("gzip-compressed bytes under an uncompressed name (gunzip it, or add .gz to its name)")
-    if len(data) < 4: raise bad(f"{len(data)} bytes, fewer than the 4-byte magic number")
-    magic, swapped = int.from_bytes(data[:4], 'big'), {v: k for k, v in _IDX_MAGIC.items() if k != kind}
+    if not size: raise bad("an empty file (0 bytes)")
+    if head[:2] == b'\x1f\x8b': raise bad("gzip-compressed bytes under an uncompressed name (gunzip it, or add .gz to its name)")
+    if size < 4: raise bad(f"{size} bytes, fewer than the 4-byte magic number")
+    magic, swapped = int.from_bytes(head[:4], 'big'), {v: k for k, v in _IDX_MAGIC.items() if k != kind}
     if magic in swapped: raise bad(f"magic {magic}, an idx {swapped[magic]} file: are the image and label files swapped?")
-    if magic != _IDX_MAGIC[kind]: raise bad(f"magic {magic} (type byte 0x{data[2]:02x}, {data[3]} dimensions)")
-    ndim = data[3]; head = 4 + 4*ndim
-    if len(data) < head: raise bad(f"{len(data)} bytes, fewer than its {head}-byte header")
-    shape = tuple(int.from_bytes(data[4+4*i:8+4*i], 'big') for i in range(ndim))
+    if magic != _IDX_MAGIC[kind]: raise bad(f"magic {magic} (type byte 0x{head[2]:02x}, {head[3]} dimensions)")
+    ndim = head[3]; n_head = 4 + 4*ndim
+    if size < n_head: raise bad(f"{size} bytes, fewer than its {n_head}-byte header")
+    shape = tuple(int.from_bytes(head[4+4*i:8+4*i], 'big') for i in range(ndim))
     if kind == 'images' and shape[1:] != (28, 28): raise bad(f"images of {shape[1]}x{shape[2]} pixels in its header, not 28x28")
     if shape[0] == 0: raise bad(f"0 {kind} in its header")
-    size = head + math.prod(shape)
-    if len(data) != size:
-        raise bad(f"{len(data):,} bytes, while its header ({' x '.join(map(str, shape))}) needs {size:,}: "
-                  + ("truncated" if len(data) < size else "extra bytes at the end"))
+    need = n_head + math.prod(shape)
+    if size != need:
+        raise bad(f"{size:,} bytes, while its header ({' x '.join(map(str, shape))}) needs {need:,}: "
+                  + ("truncated" if size < need else "extra bytes at the end"))
     return shape
+
+def _idx_intact(p:Path) -> bool:
+    "Does the uncompressed idx file `p` hold what its header announces? (reads the header and the size only)"
+    try:
+        with open(p, 'rb') as f: head = f.read(16)
+        _idx_shape(head, p.stat().st_size, p, 'images' if '-images-' in p.name else 'labels'); return True
+    except (OSError, CorruptDataError): return False
 
 @lru_cache(maxsize=8)
 def _read_idx_file(path:str, kind:str, mtime_ns:int, size:int) -> np.ndarray:
     "The checked array of one idx file (cached per path, modification time and size)."
-    p = Path(path); data = _file_bytes(p); shape = _idx_shape(data, p, kind)
+    p = Path(path); data = _file_bytes(p); shape = _idx_shape(data[:16], len(data), p, kind)
     # Decoded here rather than by torchvision's read_image_file/read_label_file: those read uncompressed files only
     # (find_root also accepts .gz files, e.g. Debian's), stop on a bad file with a bare assert (or not at all: they
     # read with strict=False), and would read the file a second time; after the check above, decoding is one call.

@@ -74,6 +74,19 @@ def test_debian_fashion_mnist_is_decompressed_into_the_cache(monkeypatch, tmp_pa
     assert (tmp_path / "FashionMNIST/raw/train-images-idx3-ubyte").stat().st_size == 47040016
 
 
+def test_damaged_fashion_mnist_copy_in_the_cache_is_decompressed_again(monkeypatch, tmp_path):
+    if not data._debian_files("dataset-fashion-mnist"): pytest.skip("dataset-fashion-mnist not installed")
+    monkeypatch.delenv("MANIFOLD_NB_DATA", raising=False)
+    monkeypatch.setenv("MANIFOLD_NB_CACHE", str(tmp_path))
+    monkeypatch.setattr(data, "_checkout_data", lambda: tmp_path / "nowhere")
+    monkeypatch.setattr(data, "_download", lambda dataset, root: None)
+    root = data.find_root("fashion_mnist")
+    f = root / "FashionMNIST/raw/t10k-labels-idx1-ubyte"; good = f.read_bytes()
+    os.truncate(f, 96)                                                   # e.g. a disk that filled up
+    assert not data._idx_intact(f)
+    assert data.find_root("fashion_mnist") == root and f.read_bytes() == good
+
+
 # --- a complete CIFAR-10 (built from the local batches) ------------------------------------------------------------
 def test_full_size_cifar10_is_read_at_its_real_size(full_cifar10):
     root, X, y = full_cifar10                          # X, y: the rows written, train batches then the test batch
