@@ -1,4 +1,4 @@
-"""Linear read-outs of feature maps: standardised ridge probes on a seeded split, accuracy with a 95 % Wilson interval and the chance level.
+"""Linear read-outs of feature maps: standardised ridge probes (scikit-learn) on a seeded stratified split, accuracy with a 95 % Wilson interval (scipy) and the chance level.
 
 Docs: https://manifold-nb.github.io/manifold-nb/methods/probes.html.md"""
 
@@ -6,44 +6,52 @@ Docs: https://manifold-nb.github.io/manifold-nb/methods/probes.html.md"""
 
 # %% ../nbs/methods/probes.ipynb #e9e2abb0
 from __future__ import annotations
-import math
-from typing import Mapping
+from dataclasses import dataclass, field, asdict
+from typing import Mapping, NamedTuple
 
 import numpy as np
+import pandas as pd
 import torch
+from scipy import stats
+from sklearn.linear_model import RidgeClassifier
+from sklearn.model_selection import train_test_split
+from sklearn.preprocessing import StandardScaler
 
 from .utils import check_positive
 
 # %% auto #0
-__all__ = ['seeded_split', 'standardize', 'ridge_fit', 'wilson_interval', 'ridge_probe', 'probe_table', 'format_probe_table']
+__all__ = ['PROBE_COLUMNS', 'seeded_split', 'ridge_alpha', 'ridge_fit', 'Interval', 'wilson_interval', 'MeanInterval',
+           'mean_interval', 'ProbeResult', 'ridge_probe', 'probe_table']
 
 # %% ../nbs/methods/probes.ipynb #3666787f
-def seeded_split(n:int, # number of samples
-                 train_frac:float=0.8, # fraction that goes to the training part
-                 seed:int=0, # seed of the permutation
-                ) -> tuple[torch.Tensor, torch.Tensor]:
-    "Indices `(train_idx, test_idx)` of a seeded random split of `range(n)`; both parts are non-empty."
-    if not (isinstance(n, (int, np.integer)) and n >= 2): raise ValueError(f"n must be an integer >= 2; got {n!r}")
-    if not (0 < train_frac < 1): raise ValueError(f"train_frac must be in (0, 1); got {train_frac!r}")
-    perm = torch.randperm(int(n), generator=torch.Generator().manual_seed(int(seed)))
+def seeded_split(y:torch.Tensor|np.ndarray, # (n,) class labels (the split keeps their proportions)
+                 train_frac:float=0.8, # fraction that goes to the training part, in (0, 1)
+                 seed:int=0, # seed of the split
+                 stratify:bool=True, # keep every class's share in both parts
+                ) -> tuple[np.ndarray, np.ndarray]:
+    "Indices `(train_idx, test_idx)` of a seeded (stratified) random split of `range(len(y))` with `int(train_frac·n)` training samples."
+    y = np.asarray(torch.as_tensor(y).cpu())
+    n = len(y)
+    if y.ndim != 1 or n < 2: raise ValueError(f"y must be 1-D with at least 2 labels; got shape {y.shape}")
+    if not (isinstance(train_frac, float) and 0 < train_frac < 1): raise ValueError(f"train_frac must be a float in (0, 1); got {train_frac!r}")
     n_train = min(max(int(train_frac * n), 1), n - 1)
-    return perm[:n_train], perm[n_train:]
-
-# %% ../nbs/methods/probes.ipynb #c1c68747
-def standardize(X_train:torch.Tensor, # (n_train, d) training features
-                X_test:torch.Tensor, # (n_test, d) features scaled with the *training* statistics
-                eps:float=1e-6, # floor of the standard deviation (constant features map to 0)
-               ) -> tuple[torch.Tensor, torch.Tensor]:
-    "Centre and scale both parts with the training mean and (unbiased) standard deviation."
-    mean, std = X_train.mean(0), X_train.std(0).clamp(min=eps)
-    return (X_train - mean) / std, (X_test - mean) / std
+    return tuple(train_test_split(np.arange(n), train_size=n_train, test_size=n - n_train, random_state=int(seed),
+                                  stratify=y if stratify else None))
 
 # %% ../nbs/methods/probes.ipynb #9f5a8924
+def ridge_alpha(lam:float, # the documents' ridge penalty λ on unbiased-standardised features
+                n_train:int, # training samples
+               ) -> float:
+    "scikit-learn's `alpha` that reproduces penalty `lam` on unbiased-standardised features after `StandardScaler` (population std)."
+    check_positive('lam', lam)
+    if n_train < 2: raise ValueError(f"n_train must be at least 2; got {n_train}")
+    return lam * n_train / (n_train - 1)
+
 def ridge_fit(X:torch.Tensor, # (n, d) standardised features
               Y:torch.Tensor, # (n, k) targets (e.g. one-hot labels)
               lam:float=1.0, # ridge penalty λ
              ) -> torch.Tensor:
-    "Weights `W` (d, k) minimising ‖XW − Y‖² + λ‖W‖² (no intercept), via the primal or the dual system."
+    "The documents' closed form: weights `W` (d, k) minimising ‖XW − Y‖² + λ‖W‖² (no intercept), primal or dual."
     check_positive('lam', lam)
     X, Y = X.double(), Y.double()
     n, d = X.shape
@@ -51,82 +59,118 @@ def ridge_fit(X:torch.Tensor, # (n, d) standardised features
     return X.T @ torch.linalg.solve(X @ X.T + lam * torch.eye(n, dtype=X.dtype, device=X.device), Y)
 
 # %% ../nbs/methods/probes.ipynb #7c280c19
-def wilson_interval(k:int, # number of successes (correct predictions)
-                    n:int, # number of trials (test samples)
-                    z:float=1.959964, # normal quantile; 1.96 gives a 95 % interval
-                   ) -> tuple[float, float]:
-    "Wilson score interval `(low, high)` for a binomial proportion `k/n`."
+class Interval(NamedTuple):
+    "A confidence interval."
+    low: float  # lower bound
+    high: float # upper bound
+
+def wilson_interval(k:int, # number of successes (correct predictions), 0 <= k <= n
+                    n:int, # number of trials (test samples), > 0
+                    confidence:float=0.95, # confidence level in (0, 1)
+                   ) -> Interval:
+    "Wilson score interval of a binomial proportion `k/n` (`scipy.stats.binomtest(...).proportion_ci(method='wilson')`)."
+    for name, v in (('k', k), ('n', n)):
+        if not isinstance(v, (int, np.integer)) or isinstance(v, bool): raise TypeError(f"{name} must be an int; got {type(v).__name__}")
     if n <= 0: raise ValueError(f"n must be > 0; got {n!r}")
     if not 0 <= k <= n: raise ValueError(f"k must be in [0, n={n}]; got {k!r}")
-    p, z2 = k / n, z * z
-    centre = (p + z2 / (2 * n)) / (1 + z2 / n)
-    half = z / (1 + z2 / n) * math.sqrt(p * (1 - p) / n + z2 / (4 * n * n))
-    return max(0.0, centre - half), min(1.0, centre + half)
+    ci = stats.binomtest(int(k), int(n)).proportion_ci(confidence_level=confidence, method='wilson')
+    return Interval(float(ci.low), float(ci.high))
+
+class MeanInterval(NamedTuple):
+    "A sample mean with its Student-t confidence interval."
+    mean: float # sample mean
+    low: float  # lower bound (NaN for a single value)
+    high: float # upper bound (NaN for a single value)
+
+def mean_interval(values, # (m,) repeated measurements (array-like)
+                  confidence:float=0.95, # confidence level in (0, 1)
+                 ) -> MeanInterval:
+    "Mean of `values` with its Student-t interval, mean ± t_{m−1}·s/√m (`scipy.stats.t`)."
+    v = np.asarray(values, dtype=float).ravel()
+    if len(v) == 0: raise ValueError("values must hold at least one number")
+    if not 0 < confidence < 1: raise ValueError(f"confidence must be in (0, 1); got {confidence!r}")
+    if len(v) == 1: return MeanInterval(float(v[0]), float('nan'), float('nan'))
+    lo, hi = stats.t.interval(confidence, len(v) - 1, loc=v.mean(), scale=stats.sem(v))
+    return MeanInterval(float(v.mean()), float(lo), float(hi))
 
 # %% ../nbs/methods/probes.ipynb #db70ace0
 def _check_features(X, y):
-    X, y = torch.as_tensor(X), torch.as_tensor(y)
-    if X.ndim != 2: raise ValueError(f"X must be 2-D (n_samples, n_features); got shape {tuple(X.shape)}")
-    if y.ndim != 1 or len(y) != len(X): raise ValueError(f"y must be 1-D with len(X)={len(X)} labels; got shape {tuple(y.shape)}")
-    if not torch.isfinite(X).all(): raise ValueError("X contains NaN or infinite values")
-    return X.double(), y.long()
+    if not isinstance(X, (torch.Tensor, np.ndarray)): raise TypeError(f"X must be a torch.Tensor or numpy array; got {type(X).__name__}")
+    X, y = np.asarray(torch.as_tensor(X).cpu(), dtype=np.float64), np.asarray(torch.as_tensor(y).cpu())
+    if X.ndim != 2: raise ValueError(f"X must be 2-D (n_samples, n_features); got shape {X.shape}")
+    if y.ndim != 1 or len(y) != len(X): raise ValueError(f"y must be 1-D with len(X)={len(X)} labels; got shape {y.shape}")
+    if not np.isfinite(X).all(): raise ValueError("X contains NaN or infinite values")
+    return X, y.astype(np.int64)
 
 # %% ../nbs/methods/probes.ipynb #5dd152f8
-def ridge_probe(X:torch.Tensor, # (n, d) features, one row per image (e.g. a flattened 16×16 map)
-                y:torch.Tensor, # (n,) integer class labels
-                lam:float=1.0, # ridge penalty λ (documents: 1.0)
+@dataclass
+class ProbeResult:
+    "A ridge probe fitted on one train/test split."
+    dims: int             # number of features
+    n_train: int          # training samples
+    n_test: int           # test samples
+    lam: float            # ridge penalty λ on unbiased-standardised features (the documents' convention)
+    alpha: float          # the equivalent scikit-learn alpha, λ·n_train/(n_train − 1)
+    train_accuracy: float # accuracy on the training part
+    test_accuracy: float  # accuracy on the test part
+    n_correct: int        # correct test predictions
+    ci95: Interval        # 95 % Wilson interval of `test_accuracy`
+    chance: float         # 1 / n_classes
+    majority: float       # share of the most frequent class in the test part
+    per_class_accuracy: list # test accuracy of each class (None for a class absent from the test part)
+    test_idx: np.ndarray = field(repr=False)    # (n_test,) indices of the test samples
+    predictions: np.ndarray = field(repr=False) # (n_test,) predicted labels of the test samples, in `test_idx` order
+
+    def summary(self) -> dict:
+        "The scalar fields (no index or prediction arrays), for a metrics file."
+        d = {k: v for k, v in asdict(self).items() if k not in ('test_idx', 'predictions')}
+        d['ci95'] = list(self.ci95); return d
+
+def ridge_probe(X:torch.Tensor|np.ndarray, # (n, d) features, one row per image (e.g. a flattened 16×16 map)
+                y:torch.Tensor|np.ndarray, # (n,) integer class labels in [0, n_classes)
+                lam:float=1.0, # ridge penalty λ on unbiased-standardised features (documents: 1.0)
                 train_frac:float=0.8, # training fraction of the split (documents: 0.8)
-                seed:int=0, # seed of the split (ignored when `split` is given)
+                seed:int=0, # seed of the stratified split (ignored when `split` is given)
                 split:tuple|None=None, # explicit `(train_idx, test_idx)`, to pair several probes
                 n_classes:int|None=None, # number of classes; default `max(y)+1`
-                intercept:bool=False, # add an (unpenalised) intercept, as `RidgeClassifier` does
-                device:str='cpu', # where the solve runs
-               ) -> dict:
-    "Fit a standardised ridge probe on a split and report train/test accuracy, its 95 % Wilson interval and chance."
+                intercept:bool=False, # fit an (unpenalised) intercept, as `RidgeClassifier` does by default
+               ) -> ProbeResult:
+    "Fit a standardised ridge probe on a seeded stratified split: train/test accuracy, 95 % Wilson interval, chance."
     X, y = _check_features(X, y)
-    X, y = X.to(device), y.to(device)
     n_classes = int(n_classes or int(y.max()) + 1)
-    tr, te = split if split is not None else seeded_split(len(y), train_frac, seed)
-    tr, te = torch.as_tensor(tr, device=device), torch.as_tensor(te, device=device)
-    X_tr, X_te = standardize(X[tr], X[te])
-    Y = torch.nn.functional.one_hot(y[tr], n_classes).double()
-    W = ridge_fit(X_tr, Y, lam)
-    bias = Y.mean(0) if intercept else torch.zeros(n_classes, dtype=W.dtype, device=W.device)
-    pred_tr, pred_te = (X_tr @ W + bias).argmax(1), (X_te @ W + bias).argmax(1)
-    correct = int((pred_te == y[te]).sum()); n_te = len(te)
-    per_class = [float((pred_te[y[te] == c] == c).double().mean()) if (y[te] == c).any() else None for c in range(n_classes)]
-    return dict(dims=int(X.shape[1]), n_train=len(tr), n_test=n_te, lam=float(lam),
-                train_accuracy=float((pred_tr == y[tr]).double().mean()), test_accuracy=correct / n_te,
-                n_correct=correct, ci95=list(wilson_interval(correct, n_te)), chance=1 / n_classes,
-                majority=float(torch.bincount(y[te], minlength=n_classes).max()) / n_te,
-                per_class_accuracy=per_class, predictions=pred_te.cpu())
+    tr, te = (np.asarray(s) for s in split) if split is not None else seeded_split(y, train_frac, seed)
+    scaler = StandardScaler().fit(X[tr])
+    alpha = ridge_alpha(lam, len(tr))
+    clf = RidgeClassifier(alpha=alpha, fit_intercept=intercept).fit(scaler.transform(X[tr]), y[tr])
+    pred_tr, pred_te = clf.predict(scaler.transform(X[tr])), clf.predict(scaler.transform(X[te]))
+    correct = int((pred_te == y[te]).sum())
+    per_class = [float((pred_te[y[te] == c] == c).mean()) if (y[te] == c).any() else None for c in range(n_classes)]
+    return ProbeResult(dims=X.shape[1], n_train=len(tr), n_test=len(te), lam=float(lam), alpha=alpha,
+                       train_accuracy=float((pred_tr == y[tr]).mean()), test_accuracy=correct / len(te), n_correct=correct,
+                       ci95=wilson_interval(correct, len(te)), chance=1 / n_classes,
+                       majority=float(np.bincount(y[te], minlength=n_classes).max()) / len(te),
+                       per_class_accuracy=per_class, test_idx=np.asarray(te), predictions=pred_te)
 
 # %% ../nbs/methods/probes.ipynb #e465eac4
+PROBE_COLUMNS = ('dims', 'n_train', 'n_test', 'train_accuracy', 'test_accuracy', 'ci_low', 'ci_high', 'chance')
+
 def probe_table(features:Mapping[str, torch.Tensor], # name -> (n, d_name) features of the same n images
                 y:torch.Tensor, # (n,) labels
                 reference:str|None=None, # name of the probe the lifts are measured against
-                seed:int=0, # seed of the shared split
+                seed:int=0, # seed of the shared stratified split
                 train_frac:float=0.8, # training fraction
-                **kwargs, # passed on to `ridge_probe` (lam, intercept, n_classes, device)
-               ) -> dict:
-    "Run `ridge_probe` on every feature set with one shared seeded split; add lifts (pp) over `reference`."
+                **kwargs, # passed on to `ridge_probe` (lam, intercept, n_classes)
+               ) -> pd.DataFrame:
+    "Run `ridge_probe` on every feature set with one shared seeded split: a table indexed by feature set, with `lift_pp` over `reference`."
     if not features: raise ValueError("features must contain at least one feature set")
     if reference is not None and reference not in features:
         raise ValueError(f"reference must be one of {list(features)}; got {reference!r}")
-    split = seeded_split(len(y), train_frac, seed)
-    out = {name: ridge_probe(X, y, split=split, **kwargs) for name, X in features.items()}
-    for r in out.values(): r.pop('predictions')
-    if reference is not None:
-        for r in out.values(): r['lift_pp'] = 100 * (r['test_accuracy'] - out[reference]['test_accuracy'])
-    return out
-
-# %% ../nbs/methods/probes.ipynb #93c89c4f
-def format_probe_table(table:dict, # output of `probe_table`
-                      ) -> str:
-    "A plain-text table: dims, train and test accuracy, 95 % interval and lift of every probe."
-    lines = [f"{'features':<34s} {'dims':>5s} {'train':>7s} {'test':>7s} {'95% CI':>15s} {'lift':>8s}"]
-    for name, r in table.items():
-        lift = f"{r['lift_pp']:+.1f}pp" if 'lift_pp' in r else ''
-        lines.append(f"{name:<34s} {r['dims']:>5d} {r['train_accuracy']:7.1%} {r['test_accuracy']:7.1%} "
-                     f"[{r['ci95'][0]:5.1%},{r['ci95'][1]:6.1%}] {lift:>8s}")
-    return '\n'.join(lines)
+    split = seeded_split(y, train_frac, seed)
+    rows = {}
+    for name, X in features.items():
+        r = ridge_probe(X, y, split=split, **kwargs)
+        rows[name] = dict(dims=r.dims, n_train=r.n_train, n_test=r.n_test, train_accuracy=r.train_accuracy,
+                          test_accuracy=r.test_accuracy, ci_low=r.ci95.low, ci_high=r.ci95.high, chance=r.chance)
+    table = pd.DataFrame.from_dict(rows, orient='index', columns=list(PROBE_COLUMNS)).rename_axis('features')
+    if reference is not None: table['lift_pp'] = 100 * (table['test_accuracy'] - table.loc[reference, 'test_accuracy'])
+    return table
