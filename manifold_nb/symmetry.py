@@ -9,17 +9,15 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import NamedTuple
 import numpy as np
 import torch
 from torch import nn
 import torch.nn.functional as F
-import h5py
 from kornia.geometry.transform import rotate
 from .utils import check_choice, check_positive, set_seed
-from .data import load_mnist
-from .cache import cached_model, cached_file, fingerprint
+from .data import rotation_angles, rotated_mnist_file, load_rotated_mnist
+from .cache import cached_model, fingerprint
 from .train import fit, predict
 from .models.vae import (train_vae, negative_elbo, encode_mean, encode_posterior, decode_images, rotate_latent_blocks)
 from .models.latent import (LatentMap, iterate_map, latent_orbits, orbit_average, LatentMLP, LatentFlow, lie_brackets,
@@ -27,85 +25,10 @@ from .models.latent import (LatentMap, iterate_map, latent_orbits, orbit_average
                                        so2_invariants)
 
 # %% auto #0
-__all__ = ['rotation_angles', 'check_digits', 'rotate_images', 'write_rotated_mnist', 'rotated_mnist_file', 'load_rotated_mnist',
-           'VAEScores', 'vae_scores', 'mean_image_scores', 'latent_map_loss', 'train_latent_map', 'orbit_map_loss',
+__all__ = ['VAEScores', 'vae_scores', 'mean_image_scores', 'latent_map_loss', 'train_latent_map', 'orbit_map_loss',
            'train_orbit_map', 'StepwiseErrors', 'stepwise_rotation_errors', 'FlowLosses', 'flow_losses', 'train_flow',
            'latent_rotation_direction', 'FieldAlignment', 'field_alignment', 'isotropic_abs_cos',
            'train_latent_classifier', 'classifier_accuracy', 'train_orbit_classifier']
-
-# %% ../nbs/05_symmetry_discovery.ipynb #43516ff9
-def rotation_angles(angle_step:int=30 # degrees between consecutive rotations; a divisor of 360
-                   ) -> list[int]:
-    "The angles 0, step, ..., 360 - step in degrees."
-    if isinstance(angle_step, bool) or not isinstance(angle_step, (int, np.integer)) or not 0 < angle_step < 360 or 360 % angle_step:
-        raise ValueError(f"angle_step must be an integer divisor of 360 between 1 and 180 (e.g. 30, 45, 90); got {angle_step!r}")
-    return list(range(0, 360, int(angle_step)))
-
-def check_digits(digits # iterable of MNIST classes
-                ) -> list[int]:
-    "Sorted list of distinct digits, each in 0-9; a clear error otherwise."
-    ds = list(digits) if digits is not None and not isinstance(digits, (int, str)) else None
-    if not ds or len(set(ds)) != len(ds) or any(isinstance(d, bool) or not isinstance(d, (int, np.integer)) or not 0 <= d <= 9 for d in ds):
-        raise ValueError(f"digits must be a non-empty list of distinct integers in 0-9; got {digits!r}")
-    return sorted(int(d) for d in ds)
-
-# %% ../nbs/05_symmetry_discovery.ipynb #48d1b782
-def rotate_images(X:torch.Tensor, # (N, C, H, W) images
-                  angles:list, # angles in degrees
-                  chunk:int=4096, # images rotated per kornia call
-                 ) -> torch.Tensor:
-    "Every image of `X` at every angle: `(N, len(angles), C, H, W)` (bilinear, about the centre)."
-    A, a = len(angles), torch.as_tensor(angles, dtype=X.dtype)
-    Xr = X.repeat_interleave(A, 0); ang = a.repeat(len(X))
-    return torch.cat([rotate(Xr[i:i+chunk], ang[i:i+chunk]) for i in range(0, len(Xr), chunk)]).unflatten(0, (len(X), A))
-
-# %% ../nbs/05_symmetry_discovery.ipynb #2cea2af7
-def write_rotated_mnist(path:str|Path, # HDF5 file to write
-                        digits:list, # digits to store (one key each)
-                        split:str='train', # MNIST split the originals come from
-                        n_per_digit:int|None=None, # originals per digit (None: all)
-                        angle_step:int=30, # degrees between rotations
-                        seed:int=0, # seeds the choice of originals
-                        root=None, # MNIST root (see manifold_nb.data)
-                       ) -> Path:
-    "Write the rotated-MNIST HDF5 file: key str(d) -> uint8 array (n, n_angles, 1, 28, 28)."
-    digits, angles = check_digits(digits), rotation_angles(angle_step); check_choice('split', split, ('train', 'test'))
-    X, y = load_mnist(split, normalize=False, root=root)
-    g = torch.Generator().manual_seed(seed)
-    with h5py.File(path, 'w') as f:
-        f.attrs.update(angles=np.array(angles), angle_step=angle_step, split=split, seed=seed, source='MNIST',
-                       layout='key = digit; array (n, n_angles, 1, 28, 28) uint8 = round(255 * intensity)',
-                       rotation='kornia.geometry.transform.rotate, bilinear, about the image centre, counter-clockwise')
-        for d in digits:
-            idx = (y == d).nonzero().squeeze(1)
-            n = len(idx) if n_per_digit is None else min(check_positive('n_per_digit', n_per_digit), len(idx))
-            idx = idx[torch.randperm(len(idx), generator=g)[:n]].sort().values
-            Xr = rotate_images(X[idx], angles)
-            ds = f.create_dataset(str(d), data=(Xr*255).round().clamp(0, 255).to(torch.uint8).numpy())
-            ds.attrs['mnist_index'] = idx.numpy()
-    return Path(path)
-
-def rotated_mnist_file(digits:list, split:str='train', n_per_digit:int|None=None, angle_step:int=30, seed:int=0,
-                       root=None, rebuild:bool=False) -> Path:
-    "Path of the cached rotated-MNIST HDF5 file for this configuration (built atomically once)."
-    digits, _ = check_digits(digits), rotation_angles(angle_step)
-    config = dict(digits=digits, split=split, n_per_digit=n_per_digit, angle_step=angle_step, seed=seed)
-    return cached_file('rotated_mnist', config, lambda p: write_rotated_mnist(p, digits, split, n_per_digit, angle_step, seed, root),
-                       suffix='.h5', retrain=rebuild)
-
-def load_rotated_mnist(path:str|Path, # HDF5 file written by `write_rotated_mnist`
-                       digits:list|None=None, # digits to read (None: all keys)
-                      ) -> tuple[torch.Tensor, torch.Tensor, list]:
-    "Images `(N, n_angles, 1, 28, 28)` float32 in [0, 1], labels `(N,)` and the angles."
-    with h5py.File(path, 'r') as f:
-        keys = sorted(f.keys(), key=int) if digits is None else [str(d) for d in check_digits(digits)]
-        missing = [k for k in keys if k not in f]
-        if missing: raise ValueError(f"digits {missing} are not in {path}; stored: {sorted(f.keys())}")
-        arrs = [torch.from_numpy(f[k][()]) for k in keys]
-        angles = [int(a) for a in f.attrs['angles']]
-    X = torch.cat(arrs).float().div_(255)
-    y = torch.cat([torch.full((len(a),), int(k)) for k, a in zip(keys, arrs)])
-    return X, y, angles
 
 # %% ../nbs/05_symmetry_discovery.ipynb #4f56d42e
 def _check_images(name:str, # parameter name, quoted in the error
