@@ -154,8 +154,15 @@ def check_values(notebook:str|Path, # the notebook's name or path (for the messa
 # %% ../nbs/core/05_harness.ipynb #40f57cbb
 class ThisPythonKernelManager(AsyncKernelManager):
     "A kernel manager that starts ipykernel under `sys.executable`, whatever kernelspecs `JUPYTER_PATH` holds."
+    log_path: Path|None = None  # file for the kernel process's own stderr (ipykernel's log, crash messages); None: inherited
+
     @default('kernel_spec_manager')
     def _kernel_spec_manager_default(self): return KernelSpecManager(kernel_dirs=[], ensure_native_kernel=True)
+
+    async def start_kernel(self, **kw):
+        "Start the kernel, its process's stderr appended to `log_path`."
+        if self.log_path is None: return await super().start_kernel(**kw)
+        with open(self.log_path, 'ab') as f: return await super().start_kernel(stderr=f, **kw)
 
 class NotebookError(RuntimeError):
     "A notebook run failed: `.notebook` is the executed notebook, `.cell` the failing cell's number (or None)."
@@ -163,38 +170,43 @@ class NotebookError(RuntimeError):
         super().__init__(message); self.notebook, self.cell = notebook, cell
 
 # %% ../nbs/core/05_harness.ipynb #c076b0f2
-def _failed_cell(dest:Path, error:str) -> tuple[int|None, str]:
-    "Number (In [n], else position) and first line of the last cell that started; marks it with `error` in `dest`."
+def _failed_cell(dest:Path, error:str) -> tuple[str, int|None]:
+    "Label ('cell [n]', or its position when it has no number) and number of the last cell that started; marks it in `dest`."
     import nbformat
-    if not dest.exists(): return None, ''
+    if not dest.exists(): return 'a cell', None
     nb = nbformat.read(str(dest), as_version=4)
     started = [(i, c) for i, c in enumerate(nb.cells) if c.cell_type == 'code' and c.metadata.get('papermill', {}).get('start_time')]
-    if not started: return None, ''
+    if not started: return 'a cell', None
     i, c = started[-1]
     c.outputs.append(nbformat.v4.new_output('error', ename='NotebookError', evalue=error, traceback=[error]))
     atomic_write(dest, lambda p: nbformat.write(nb, str(p)))
-    return c.execution_count or i + 1, (c.source.strip().splitlines() or [''])[0]
+    first = (c.source.strip().splitlines() or [''])[0]
+    where = f'cell [{c.execution_count}]' if c.execution_count else f'cell #{i + 1} of the executed notebook'
+    return f'{where} ({first})', c.execution_count
 
 def _execute(src:Path, dest:Path, name:str, params:dict, timeout, progress:bool, log_output:bool):
     import papermill as pm
     from nbclient.exceptions import CellTimeoutError, DeadKernelError
     where = f"executed notebook (open it to see the cell): {dest}"
+    log = dest.with_suffix('.kernel.log'); log.unlink(missing_ok=True)
+    km = type('ThisPythonKernelManager', (ThisPythonKernelManager,), dict(log_path=log))
     try:
         pm.execute_notebook(str(src), str(dest), parameters=params, kernel_name='python3', language='python',
                             progress_bar=progress, log_output=log_output, execution_timeout=timeout, cwd=os.getcwd(),
-                            kernel_manager_class=ThisPythonKernelManager)
+                            kernel_manager_class=km)
     except pm.PapermillExecutionError as e:
         raise NotebookError(f"notebook {name!r} failed in cell [{e.exec_count}]: {e.ename}: {e.evalue}\n{where}",
                             dest, e.exec_count) from None
     except (CellTimeoutError, DeadKernelError) as e:
         what = (f"a cell ran longer than --timeout {timeout} s" if isinstance(e, CellTimeoutError) else
                 "the kernel died (a cell ended the process, e.g. os._exit, or it ran out of memory)")
-        cell, line = _failed_cell(dest, what)
-        raise NotebookError(f"notebook {name!r} failed in cell [{cell}] ({line}): {type(e).__name__}: {what}\n{where}",
+        label, cell = _failed_cell(dest, what)
+        raise NotebookError(f"notebook {name!r} failed in {label}: {type(e).__name__}: {what}\n{where}"
+                            + (f"\nkernel log: {log}" if isinstance(e, DeadKernelError) else ''),
                             dest, cell) from None
     except RuntimeError as e:  # e.g. "Kernel died before replying to kernel_info"
         raise NotebookError(f"notebook {name!r}: the kernel ({sys.executable} -m ipykernel_launcher) did not start: {e}; "
-                            f"check that ipykernel is installed for {sys.executable}\n{where}", dest) from None
+                            f"check that ipykernel is installed for {sys.executable}; kernel log: {log}", dest) from None
 
 # %% ../nbs/core/05_harness.ipynb #78acf7f3
 def run_notebook(name:str, # short name, see `manifold-nb list`
