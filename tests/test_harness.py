@@ -219,7 +219,8 @@ ALL_NBS = sorted(p.relative_to(ROOT) for p in [*(ROOT / "nbs").rglob("*.ipynb"),
 
 @pytest.mark.parametrize("nb", ALL_NBS, ids=str)
 def test_notebooks_carry_no_outputs(nb):
-    assert not _unclean(ROOT / nb), f"{nb} carries outputs: clear them (Jupyter: Clear All Outputs) before committing"
+    problems = _unclean(ROOT / nb)
+    assert not problems, f"{nb} carries outputs: clear them (Jupyter: Clear All Outputs) before committing: {problems}"
 
 
 def test_the_output_check_fails_on_an_executed_notebook_even_after_nbdev_clean(tmp_path):
