@@ -9,8 +9,8 @@ from __future__ import annotations
 import argparse, importlib, logging, sys
 from typing import Callable, NamedTuple
 
-from .harness import (NotebookError, nbs_dir, notebook_parameters, notebooks, parse_params, readme_markdown,
-                                 reproduce, run_notebook)
+from .harness import NotebookError, nbs_dir, notebook_parameters, notebooks, parse_params
+from .harness import readme_markdown, reproduce, run_notebook
 from .runs import PROFILES
 from .utils import atomic_write, check_choice
 
