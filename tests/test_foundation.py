@@ -1,5 +1,5 @@
-"""Foundation: cache, harness and CLI (the data layer is tested in test_data.py)."""
-import json, os, shutil, subprocess, sys
+"""Foundation: the model and artefact cache, and the data tour (data layer: test_data.py; harness and CLI: test_harness.py)."""
+import os, subprocess, sys
 from pathlib import Path
 
 import h5py
@@ -9,10 +9,6 @@ import torch
 
 import manifold_nb.data as data
 from manifold_nb.cache import cached_file, cached_model, file_lock
-from manifold_nb.harness import NotebookError, notebooks, reproduce, run_notebook
-
-FIXTURES = Path(__file__).parent / "fixtures" / "nbs"
-
 
 # --- cache ------------------------------------------------------------------------------------------------------
 def _lin(): torch.manual_seed(0); return torch.nn.Linear(2, 1)
@@ -59,32 +55,7 @@ def test_file_lock_excludes_a_second_holder(tmp_path):
     assert other() == "acquired"
 
 
-# --- harness ----------------------------------------------------------------------------------------------------
-def test_registry_lists_the_data_tour_first():
-    assert list(notebooks())[0] == "data"
 
-
-def test_bad_names_parameters_and_profiles():
-    with pytest.raises(ValueError, match=r"notebook must be one of \['data'"): run_notebook("nope")
-    with pytest.raises(ValueError, match=r"unknown parameter\(s\) \['bogus'\].*allowed: \['data_root'"):
-        run_notebook("data", {"bogus": 1})
-    with pytest.raises(ValueError, match=r"profile must be one of \['quick', 'full'\]"): run_notebook("data", profile="x")
-
-
-def test_fixture_notebook_caches_and_reports(tmp_path):
-    out = tmp_path / "out"
-    d1 = run_notebook("tiny", nbs=FIXTURES, out=out, progress=False, log_output=False)
-    m1 = json.loads((d1.parent / "metrics.json").read_text())
-    d2 = run_notebook("tiny", nbs=FIXTURES, out=out, progress=False, log_output=False)
-    m2 = json.loads((d2.parent / "metrics.json").read_text())
-    assert m1["cache_hit"] is False and m2["cache_hit"] is True
-    assert m1["test_accuracy"] == m2["test_accuracy"] and m1["test_accuracy"] > 0.5
-    assert "[cache] hit" in d2.read_text()                  # visible in the executed notebook's log
-    with pytest.raises(NotebookError, match=r"RuntimeError: fixture asked to fail(.|\n)*executed notebook.*tiny\.ipynb"):
-        run_notebook("tiny", {"fail": True}, nbs=FIXTURES, out=tmp_path / "bad", progress=False, log_output=False)
-    idx = reproduce("quick", out=tmp_path / "report", nbs=FIXTURES, progress=False)
-    page = idx.read_text()
-    assert 'href="tiny/tiny.html"' in page and "test_accuracy" in page and (idx.parent / "tiny/tiny.html").exists()
 
 
 def test_data_notebook_quick(run_notebook):
@@ -96,16 +67,3 @@ def test_data_notebook_quick(run_notebook):
     assert {"figures/mnist_samples.png", "figures/cifar10_samples.png"} <= set(m["figures"])
     assert (out / "data.ipynb").exists()
 
-
-# --- the command line, as a user runs it ---------------------------------------------------------------------------
-def _cli(*args, env=None):
-    e = dict(os.environ, **(env or {}))
-    exe = shutil.which("manifold-nb"); assert exe, "the console script manifold-nb is not installed (pip install -e .)"
-    return subprocess.run([exe, *args], capture_output=True, text=True, env=e, timeout=600)
-
-def test_cli_list_and_errors(tmp_path):
-    r = _cli("list"); assert r.returncode == 0 and "data" in r.stdout and "profile=" in r.stdout
-    r = _cli("run", "data", "-p", "profile", "nonsense", "--out", str(tmp_path))
-    assert r.returncode == 2 and "profile must be one of ['quick', 'full']" in r.stderr
-    r = _cli("run", "data", "--no-progress", "--out", str(tmp_path), env={"MANIFOLD_NB_DATA": "/nonexistent"})
-    assert r.returncode == 1 and "Places searched" in r.stderr and "/nonexistent" in r.stderr and "data.ipynb" in r.stderr
