@@ -12,12 +12,13 @@ from typing import Any, Callable
 
 import numpy as np
 import torch
+from filelock import FileLock
 from torch import nn
 
 from .utils import atomic_write, get_device, to_jsonable
 
 # %% auto #0
-__all__ = ['CACHE_VERSION', 'cache_dir', 'fingerprint', 'cache_key', 'cached_model', 'cached_file']
+__all__ = ['CACHE_VERSION', 'cache_dir', 'fingerprint', 'cache_key', 'file_lock', 'cached_model', 'cached_file']
 
 # %% ../nbs/core/01_cache.ipynb #da13f37c
 CACHE_VERSION = 1  # bump to invalidate every entry when the on-disk format changes
@@ -47,6 +48,16 @@ def cache_key(name:str, # model or artefact name
     blob = json.dumps(dict(name=name, config=to_jsonable(config), data=data_fp, v=CACHE_VERSION), sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
+# %% ../nbs/core/01_cache.ipynb #3731efa0
+def file_lock(path:str|Path, # the lock file; its folder is created if missing, the file stays after release
+              timeout:float=-1, # seconds to wait for the lock: -1 waits for ever, 0 tries once
+             ) -> FileLock:
+    "An inter-process lock on `path`, used as `with file_lock(path): ...` (raises `filelock.Timeout` after `timeout`)."
+    path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
+    return FileLock(str(path), timeout=timeout)
+
+def _lock_path(entry:Path, root) -> Path: return cache_dir(root)/'locks'/f'{entry.name}.lock'
+
 # %% ../nbs/core/01_cache.ipynb #f0fe6db0
 def _entry_path(name, key, root): return cache_dir(root)/'models'/f'{name}-{key}.pt'
 
@@ -73,35 +84,51 @@ def cached_model(name:str, # model name (part of the key and the file name)
     "Load the model for (`name`, `config`, `data_fp`) from the cache, or build, train and store it."
     key = cache_key(name, config, data_fp); path = _entry_path(name, key, root)
     dev = get_device(device)
-    entry = None if retrain else _load_entry(path)
-    model = build()
-    if entry is not None:
-        model.load_state_dict(entry['state_dict']); history, hit = entry.get('history'), True
-        print(f'[cache] hit: {name} (key {key}) loaded from {path}')
-    else:
-        print(f'[cache] {"retrain" if retrain else "miss"}: training {name} (key {key})')
-        model.to(dev); t0 = time.time()
-        history = train(model) or {}
-        history.setdefault('seconds', time.time() - t0)
-        state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-        entry = dict(name=name, key=key, config=to_jsonable(config), data_fp=data_fp, history=to_jsonable(history),
-                     created=time.strftime('%Y-%m-%dT%H:%M:%S'), complete=True, state_dict=state)
-        atomic_write(path, lambda p: torch.save(entry, p)); hit = False
-        print(f'[cache] saved: {name} to {path}')
+    with file_lock(_lock_path(path, root)):  # a second process asking for this entry waits, then hits
+        entry = None if retrain else _load_entry(path)
+        model = build()
+        if entry is not None:
+            model.load_state_dict(entry['state_dict']); history, hit = entry.get('history'), True
+            print(f'[cache] hit: {name} (key {key}) loaded from {path}')
+        else:
+            print(f'[cache] {"retrain" if retrain else "miss"}: training {name} (key {key})')
+            model.to(dev); t0 = time.time()
+            history = train(model) or {}
+            history.setdefault('seconds', time.time() - t0)
+            state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+            entry = dict(name=name, key=key, config=to_jsonable(config), data_fp=data_fp, history=to_jsonable(history),
+                         created=time.strftime('%Y-%m-%dT%H:%M:%S'), complete=True, state_dict=state)
+            atomic_write(path, lambda p: torch.save(entry, p)); hit = False
+            print(f'[cache] saved: {name} to {path}')
     model.to(dev).eval()
     model.history, model.cache_info = history, dict(name=name, key=key, path=str(path), hit=hit)
     return model
 
 # %% ../nbs/core/01_cache.ipynb #9f4afb38
+def _unusable(path:Path, validate) -> str|None:
+    "Why the cached file at `path` cannot be used (`None` when `validate` accepts it)."
+    if validate is None: return None
+    try: validate(path)
+    except Exception as e: return f'{type(e).__name__}: {e}'
+    return None
+
 def cached_file(name:str, # artefact name (part of the key and the file name)
                 config:dict, # everything that determines the file's content
                 make:Callable[[Path], Any], # writes the artefact to the path it is given
                 suffix:str='.npz', # file name ending
                 retrain:bool=False, # rebuild even if the file exists
                 root:str|Path|None=None, # cache folder (see `cache_dir`)
+                validate:Callable[[Path], Any]|None=None, # reads the file and raises if it is unusable; None: existence suffices
                ) -> Path:
-    "Path of the artefact for (`name`, `config`), building it atomically with `make` when missing."
+    "Path of the artefact for (`name`, `config`), building it atomically with `make` when missing or unreadable."
     path = cache_dir(root)/'files'/f'{name}-{cache_key(name, config)}{suffix}'
-    if path.exists() and not retrain: print(f'[cache] hit: {name} at {path}'); return path
-    print(f'[cache] {"rebuild" if retrain else "miss"}: building {name}')
-    return atomic_write(path, make)
+    with file_lock(_lock_path(path, root)):
+        if path.exists() and not retrain:
+            problem = _unusable(path, validate)
+            if problem is None: print(f'[cache] hit: {name} at {path}'); return path
+            print(f'[cache] ignoring unreadable entry {path} ({problem}): rebuilding {name}')
+        else: print(f'[cache] {"rebuild" if retrain else "miss"}: building {name}')
+        def _write(p):
+            make(p)
+            if validate is not None: validate(p)
+        return atomic_write(path, _write)

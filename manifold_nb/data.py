@@ -1,4 +1,4 @@
-"""MNIST, Fashion-MNIST and CIFAR-10 as tensors, found offline in a documented order, with the normalisations the documents use.
+"""MNIST, Fashion-MNIST and CIFAR-10 as tensors, found offline in a documented order and checked against their headers, with the normalisations the documents use; rotated MNIST in HDF5.
 
 Docs: https://manifold-nb.github.io/manifold-nb/data.html.md"""
 
@@ -6,21 +6,24 @@ Docs: https://manifold-nb.github.io/manifold-nb/data.html.md"""
 
 # %% ../nbs/00_data.ipynb #46742de9
 from __future__ import annotations
-import gzip, os, pickle, shutil, subprocess
+import gzip, math, os, pickle, shutil, subprocess
 from functools import lru_cache
 from pathlib import Path
+from typing import NamedTuple
 
+import h5py
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .cache import cache_dir
+from .cache import cache_dir, cached_file
 from .utils import atomic_write, check_choice
 
 # %% auto #0
 __all__ = ['MNIST_MEAN', 'MNIST_STD', 'MNIST_CLASSES', 'FASHION_CLASSES', 'CIFAR10_CLASSES', 'DATASETS', 'SPLITS',
-           'DataNotFoundError', 'find_root', 'cifar10_files', 'load_mnist', 'load_fashion_mnist', 'load_cifar10',
-           'load_dataset']
+           'DataNotFoundError', 'CorruptDataError', 'find_root', 'cifar10_files', 'load_mnist', 'load_fashion_mnist',
+           'load_cifar10', 'load_dataset', 'SplitSizes', 'split_sizes', 'rotation_angles', 'check_digits',
+           'write_rotated_mnist', 'rotated_mnist_file', 'RotatedMNIST', 'load_rotated_mnist']
 
 # %% ../nbs/00_data.ipynb #59de0abd
 MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
@@ -37,11 +40,18 @@ _DEBIAN = dict(fashion_mnist='dataset-fashion-mnist')
 class DataNotFoundError(FileNotFoundError):
     "A data set was not found in any of the places searched."
 
+class CorruptDataError(ValueError):
+    "A data file's content does not match its format: the message names the file, what was expected and what was found."
+
 # %% ../nbs/00_data.ipynb #737d0e69
+def _cifar_train_files(d:Path) -> list[Path]:
+    "The `data_batch_<k>` files in folder `d`, in the order of k."
+    return sorted((p for p in d.glob('data_batch_*') if p.name[11:].isdigit()), key=lambda p: int(p.name[11:]))
+
 def _has(dataset, root):
     "Does `root` hold `dataset` in torchvision layout?"
     d = Path(root)/_FOLDER[dataset]
-    if dataset == 'cifar10': return (d/'test_batch').exists() and any(d.glob('data_batch_*'))
+    if dataset == 'cifar10': return (d/'test_batch').exists() and bool(_cifar_train_files(d))
     return all((d/f).exists() or (d/f'{f}.gz').exists() for fs in _IDX.values() for f in fs)
 
 def _checkout_data():
@@ -61,7 +71,7 @@ def _from_debian(dataset, dest_root):
     if not all(f in files for fs in _IDX.values() for f in fs): return None
     raw = Path(dest_root)/_FOLDER[dataset]
     for name, src in files.items():
-        if (raw/name).exists(): continue
+        if (raw/name).exists() and _idx_intact(raw/name): continue   # a damaged copy is decompressed again
         def _unzip(p, src=src):
             with gzip.open(src, 'rb') as fi, open(p, 'wb') as fo: shutil.copyfileobj(fi, fo)
         atomic_write(raw/name, _unzip)
@@ -84,6 +94,11 @@ _FIX = dict(mnist="put MNIST in torchvision layout (<root>/MNIST/raw/) and pass 
             cifar10="put <root>/cifar-10-batches-py/ (the python version of CIFAR-10) and set MANIFOLD_NB_DATA=<root>; "
                     "with a network, torchvision downloads it automatically")
 
+def _cache_intact(dataset, root) -> bool:
+    "Are the uncompressed idx files of `dataset` under the cache `root` intact? (CIFAR-10: not checked here)"
+    d = Path(root)/_FOLDER[dataset]
+    return dataset == 'cifar10' or all(_idx_intact(d/f) for fs in _IDX.values() for f in fs if (d/f).exists())
+
 def find_root(dataset:str, # "mnist", "fashion_mnist" or "cifar10"
               root:str|Path|None=None, # explicit root (searched alone when given)
               download:bool=True, # allow torchvision's download as the last resort
@@ -101,7 +116,7 @@ def find_root(dataset:str, # "mnist", "fashion_mnist" or "cifar10"
         if _has(dataset, chk): return chk
         tried.append(f'shared/data beside the checkout: {chk}')
         cache = cache_dir()/'data'
-        if _has(dataset, cache): return cache
+        if _has(dataset, cache) and _cache_intact(dataset, cache): return cache
         tried.append(f'cache folder: {cache}')
         if dataset in _DEBIAN:
             r = _from_debian(dataset, cache)
@@ -115,33 +130,116 @@ def find_root(dataset:str, # "mnist", "fashion_mnist" or "cifar10"
                             f"\nTo fix: {_FIX[dataset]}.")
 
 # %% ../nbs/00_data.ipynb #d3851cc2
-def _read_idx(path):
-    p = Path(path); p = p if p.exists() else p.with_name(p.name + '.gz')
-    data = (gzip.open if p.suffix == '.gz' else open)(p, 'rb').read()
-    ndim = data[3]; shape = tuple(int.from_bytes(data[4+4*i:8+4*i], 'big') for i in range(ndim))
-    return np.frombuffer(data, dtype=np.uint8, offset=4+4*ndim).reshape(shape)
+_IDX_MAGIC = dict(images=2051, labels=2049)   # 0x0000, type 0x08 (unsigned byte), number of dimensions (3 or 1)
+
+def _file_bytes(p:Path) -> bytes:
+    "The bytes of file `p`, decompressed when its name ends in .gz."
+    if p.suffix != '.gz': return p.read_bytes()
+    try:
+        with gzip.open(p, 'rb') as f: return f.read()
+    except (OSError, EOFError) as e:
+        raise CorruptDataError(f"{p}: expected gzip-compressed data (the name ends in .gz); found bytes that do not "
+                               f"decompress ({type(e).__name__}: {e})") from e
+
+def _idx_shape(head:bytes, # the file's first (decompressed) bytes: at least its header, 16 bytes for images
+               size:int, # the file's (decompressed) size in bytes
+               p:Path, # the file, named in errors
+               kind:str, # "images" or "labels"
+              ) -> tuple[int, ...]:
+    "The shape in the idx header `head`, checked against `kind` and against the `size` bytes present."
+    def bad(found): return CorruptDataError(f"{p}: expected an idx {kind} file (magic {_IDX_MAGIC[kind]}); found {found}")
+    if not size: raise bad("an empty file (0 bytes)")
+    if head[:2] == b'\x1f\x8b': raise bad("gzip-compressed bytes under an uncompressed name (gunzip it, or add .gz to its name)")
+    if size < 4: raise bad(f"{size} bytes, fewer than the 4-byte magic number")
+    magic, swapped = int.from_bytes(head[:4], 'big'), {v: k for k, v in _IDX_MAGIC.items() if k != kind}
+    if magic in swapped: raise bad(f"magic {magic}, an idx {swapped[magic]} file: are the image and label files swapped?")
+    if magic != _IDX_MAGIC[kind]: raise bad(f"magic {magic} (type byte 0x{head[2]:02x}, {head[3]} dimensions)")
+    ndim = head[3]; n_head = 4 + 4*ndim
+    if size < n_head: raise bad(f"{size} bytes, fewer than its {n_head}-byte header")
+    shape = tuple(int.from_bytes(head[4+4*i:8+4*i], 'big') for i in range(ndim))
+    if kind == 'images' and shape[1:] != (28, 28): raise bad(f"images of {shape[1]}x{shape[2]} pixels in its header, not 28x28")
+    if shape[0] == 0: raise bad(f"0 {kind} in its header")
+    need = n_head + math.prod(shape)
+    if size != need:
+        raise bad(f"{size:,} bytes, while its header ({' x '.join(map(str, shape))}) needs {need:,}: "
+                  + ("truncated" if size < need else "extra bytes at the end"))
+    return shape
+
+def _idx_intact(p:Path) -> bool:
+    "Does the uncompressed idx file `p` hold what its header announces? (reads the header and the size only)"
+    try:
+        with open(p, 'rb') as f: head = f.read(16)
+        _idx_shape(head, p.stat().st_size, p, 'images' if '-images-' in p.name else 'labels'); return True
+    except (OSError, CorruptDataError): return False
 
 @lru_cache(maxsize=8)
-def _idx_split(dataset, root, split):
-    imgs, labels = (_read_idx(Path(root)/_FOLDER[dataset]/f) for f in _IDX[split])
+def _read_idx_file(path:str, kind:str, mtime_ns:int, size:int) -> np.ndarray:
+    "The checked array of one idx file (cached per path, modification time and size)."
+    p = Path(path); data = _file_bytes(p); shape = _idx_shape(data[:16], len(data), p, kind)
+    # Decoded here rather than by torchvision's read_image_file/read_label_file: those read uncompressed files only
+    # (find_root also accepts .gz files, e.g. Debian's), stop on a bad file with a bare assert (or not at all: they
+    # read with strict=False), and would read the file a second time; after the check above, decoding is one call.
+    arr = np.frombuffer(data, dtype=np.uint8, offset=len(data) - math.prod(shape)).reshape(shape)
+    if kind == 'labels' and arr.max() > 9: raise CorruptDataError(f"{p}: expected labels 0-9; found values up to {arr.max()}")
+    return arr
+
+def _read_idx(path:Path, kind:str) -> np.ndarray:
+    "The checked array in idx file `path` (or `path`.gz when only that exists)."
+    p = (path if path.exists() else path.with_name(path.name + '.gz')).resolve()  # a linked file is read (and cached) once
+    st = p.stat()
+    return _read_idx_file(str(p), kind, st.st_mtime_ns, st.st_size)
+
+def _idx_split(dataset:str, root:str|Path, split:str) -> tuple[np.ndarray, np.ndarray]:
+    "Images `(N, 28, 28)` and labels `(N,)` uint8 of one split, with their counts checked against each other."
+    d = Path(root)/_FOLDER[dataset]; fi, fl = _IDX[split]
+    imgs, labels = _read_idx(d/fi, 'images'), _read_idx(d/fl, 'labels')
+    if len(imgs) != len(labels):
+        raise CorruptDataError(f"{d}: expected as many labels as images in the {split} split; found {len(imgs)} images "
+                               f"in {fi} and {len(labels)} labels in {fl}")
     return imgs, labels
 
-def cifar10_files(root:str|Path|None=None) -> dict:
-    "Image count of every CIFAR-10 batch file present under the resolved root."
-    d = find_root('cifar10', root)/_FOLDER['cifar10']
-    return {p.name: len(_unpickle(p)['labels']) for p in sorted(d.glob('*_batch*'))}
+# %% ../nbs/00_data.ipynb #acbf1e02
+_CIFAR_ROW = 3*32*32   # bytes per CIFAR-10 image: R, G, B planes of 32x32
 
 @lru_cache(maxsize=16)
-def _unpickle(path):
-    with open(path, 'rb') as f: return pickle.load(f, encoding='latin1')
+def _read_cifar_batch(path:str, mtime_ns:int, size:int) -> tuple[np.ndarray, np.ndarray]:
+    "The checked `data (N, 3072) uint8` and `labels (N,) int64` of one CIFAR-10 batch file (cached per path, time, size)."
+    p = Path(path)
+    def bad(found): return CorruptDataError(f"{p}: expected a CIFAR-10 batch (a pickled dict with 'data' (N, 3072) uint8 "
+                                            f"and 'labels', N values 0-9); found {found}")
+    if size == 0: raise bad("an empty file (0 bytes)")
+    try:
+        with open(p, 'rb') as fh: b = pickle.load(fh, encoding='latin1')
+    except Exception as e: raise bad(f"a file that does not unpickle ({type(e).__name__}: {e})") from e
+    if not isinstance(b, dict): raise bad(f"a pickled {type(b).__name__}")
+    missing = [k for k in ('data', 'labels') if k not in b]
+    if missing: raise bad(f"keys {sorted(map(str, b))}, without {missing}")
+    X, y = np.asarray(b['data']), np.asarray(b['labels'])
+    if X.dtype != np.uint8 or X.ndim != 2 or X.shape[1] != _CIFAR_ROW: raise bad(f"'data' of shape {X.shape} and dtype {X.dtype}")
+    if y.shape != (len(X),) or not np.issubdtype(y.dtype, np.integer): raise bad(f"'labels' of shape {y.shape} and dtype {y.dtype} for {len(X)} images")
+    if len(y) == 0 or y.min() < 0 or y.max() > 9: raise bad(f"{len(y)} labels" + (f" with values {y.min()} to {y.max()}" if len(y) else ""))
+    return X, y.astype(np.int64)
+
+def _cifar_batch(p:Path) -> tuple[np.ndarray, np.ndarray]:
+    st = p.stat(); return _read_cifar_batch(str(p), st.st_mtime_ns, st.st_size)
 
 @lru_cache(maxsize=4)
-def _cifar_split(root, split):
+def _cifar_concat(files:tuple) -> tuple[np.ndarray, np.ndarray]:
+    "Images `(N, 3, 32, 32)` uint8 and labels `(N,)` of the batch files `((path, mtime_ns, size), ...)`, in order."
+    bs = [_read_cifar_batch(*f) for f in files]
+    return np.concatenate([b[0] for b in bs]).reshape(-1, 3, 32, 32), np.concatenate([b[1] for b in bs])
+
+def _cifar_split(root:str|Path, split:str) -> tuple[np.ndarray, np.ndarray]:
+    "Images `(N, 3, 32, 32)` uint8 and labels `(N,)` of one split, from the batch files present."
     d = Path(root)/_FOLDER['cifar10']
-    files = sorted(d.glob('data_batch_*')) if split == 'train' else [d/'test_batch']
-    bs = [_unpickle(p) for p in files]
-    return (np.concatenate([np.asarray(b['data'], dtype=np.uint8) for b in bs]).reshape(-1, 3, 32, 32),
-            np.concatenate([np.asarray(b['labels'], dtype=np.int64) for b in bs]))
+    files = _cifar_train_files(d) if split == 'train' else [d/'test_batch']
+    return _cifar_concat(tuple((str(p), p.stat().st_mtime_ns, p.stat().st_size) for p in files))
+
+def cifar10_files(root:str|Path|None=None, # data root (see `find_root`)
+                 ) -> dict[str, int]:
+    "Image count of every CIFAR-10 batch file present under the resolved root (each file checked)."
+    d = find_root('cifar10', root)/_FOLDER['cifar10']
+    return {p.name: len(_cifar_batch(p)[1]) for p in [*_cifar_train_files(d), d/'test_batch']}
 
 # %% ../nbs/00_data.ipynb #6e13b69b
 def _subset_index(total, n, seed, offset):
@@ -159,7 +257,7 @@ def _idx_loader(dataset, split, n, seed, offset, root):
     i = _subset_index(len(labels), n, seed, offset)
     return torch.from_numpy(imgs[i].astype(np.float32)/255.).unsqueeze(1), torch.from_numpy(labels[i].astype(np.int64))
 
-def load_mnist(split:str='train', # "train" (60,000) or "test" (10,000)
+def load_mnist(split:str='train', # "train" or "test" (as many images as the files hold, see `split_sizes`)
                n:int|None=None, # number of images (None: all from `offset`)
                seed:int|None=None, # None: file order from `offset`; int: a seeded random subset
                offset:int=0, # first index (file order)
@@ -170,7 +268,10 @@ def load_mnist(split:str='train', # "train" (60,000) or "test" (10,000)
     X, y = _idx_loader('mnist', split, n, seed, offset, root)
     return ((X - MNIST_MEAN)/MNIST_STD if normalize else X), y
 
-def load_fashion_mnist(split:str='train', n:int|None=None, seed:int|None=None, offset:int=0,
+def load_fashion_mnist(split:str='train', # "train" or "test" (as many images as the files hold, see `split_sizes`)
+                       n:int|None=None, # number of images (None: all from `offset`)
+                       seed:int|None=None, # None: file order from `offset`; int: a seeded random subset
+                       offset:int=0, # first index (file order)
                        root:str|Path|None=None, # data root (see `find_root`)
                        normalize:bool=False, # False: [0, 1] (document 004 uses ToTensor only); True: mean/std of the train set
                       ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -179,8 +280,10 @@ def load_fashion_mnist(split:str='train', n:int|None=None, seed:int|None=None, o
     return ((X - 0.2860)/0.3530 if normalize else X), y
 
 # %% ../nbs/00_data.ipynb #49f1169a
-def load_cifar10(split:str='train', # "train" or "test" (whatever batch files are present)
-                 n:int|None=None, seed:int|None=None, offset:int=0,
+def load_cifar10(split:str='train', # "train" or "test" (whatever batch files are present, see `cifar10_files`)
+                 n:int|None=None, # number of images (None: all from `offset`)
+                 seed:int|None=None, # None: file order from `offset`; int: a seeded random subset
+                 offset:int=0, # first index (file order: data_batch_1, data_batch_2, ...)
                  root:str|Path|None=None, # data root (see `find_root`)
                  size:int=64, # output side length (bilinear resize from 32; 32 keeps the originals)
                 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -200,3 +303,124 @@ def load_dataset(name:str, # "mnist", "fashion_mnist" or "cifar10"
     "Load data set `name` with the matching loader."
     check_choice('dataset', name, DATASETS)
     return dict(mnist=load_mnist, fashion_mnist=load_fashion_mnist, cifar10=load_cifar10)[name](**kwargs)
+
+class SplitSizes(NamedTuple):
+    "Number of images in each split of a data set, as found in its files."
+    train: int  # training images
+    test: int  # test images
+
+def split_sizes(dataset:str, # "mnist", "fashion_mnist" or "cifar10"
+                root:str|Path|None=None, # data root (see `find_root`)
+               ) -> SplitSizes:
+    "How many images each split of `dataset` holds in the files present (every file checked on the way)."
+    r = str(find_root(dataset, root))
+    read = _cifar_split if dataset == 'cifar10' else lambda r, s: _idx_split(dataset, r, s)
+    return SplitSizes(*(len(read(r, s)[1]) for s in SPLITS))
+
+# %% ../nbs/00_data.ipynb #d3edcc6a
+def rotation_angles(angle_step:int=30 # degrees between consecutive rotations; a divisor of 360
+                   ) -> list[int]:
+    "The angles 0, step, ..., 360 - step in degrees."
+    if isinstance(angle_step, bool) or not isinstance(angle_step, (int, np.integer)) or not 0 < angle_step < 360 or 360 % angle_step:
+        raise ValueError(f"angle_step must be an integer divisor of 360 between 1 and 180 (e.g. 30, 45, 90); got {angle_step!r}")
+    return list(range(0, 360, int(angle_step)))
+
+def check_digits(digits # iterable of MNIST classes
+                ) -> list[int]:
+    "Sorted list of distinct digits, each in 0-9; a clear error otherwise."
+    ds = list(digits) if digits is not None and not isinstance(digits, (int, str)) else None
+    if not ds or len(set(ds)) != len(ds) or any(isinstance(d, bool) or not isinstance(d, (int, np.integer)) or not 0 <= d <= 9 for d in ds):
+        raise ValueError(f"digits must be a non-empty list of distinct integers in 0-9; got {digits!r}")
+    return sorted(int(d) for d in ds)
+
+# %% ../nbs/00_data.ipynb #c66c78d8
+def _rotate_images(X:torch.Tensor, # (N, C, H, W) images
+                   angles:list, # angles in degrees
+                   chunk:int=4096, # images rotated per kornia call
+                  ) -> torch.Tensor:
+    "Every image of `X` at every angle: `(N, len(angles), C, H, W)` (bilinear, about the centre)."
+    # lead: use transforms.orbit (radians): a stand-in identical to symmetry.rotate_images until manifold_nb.transforms is merged
+    from kornia.geometry.transform import rotate
+    A, a = len(angles), torch.as_tensor(angles, dtype=X.dtype)
+    Xr = X.repeat_interleave(A, 0); ang = a.repeat(len(X))
+    return torch.cat([rotate(Xr[i:i+chunk], ang[i:i+chunk]) for i in range(0, len(Xr), chunk)]).unflatten(0, (len(X), A))
+
+# %% ../nbs/00_data.ipynb #b3eae4ee
+def write_rotated_mnist(path:str|Path, # HDF5 file to write
+                        digits:list, # digits to store (one key each)
+                        split:str='train', # MNIST split the originals come from
+                        n_per_digit:int|None=None, # originals per digit (None: all)
+                        angle_step:int=30, # degrees between rotations
+                        seed:int=0, # seeds the choice of originals
+                        root:str|Path|None=None, # MNIST data root (see `find_root`)
+                       ) -> Path:
+    "Write the rotated-MNIST HDF5 file: key str(d) -> uint8 array (n, n_angles, 1, 28, 28)."
+    digits, angles = check_digits(digits), rotation_angles(angle_step); check_choice('split', split, SPLITS)
+    _check_n_per_digit(n_per_digit)
+    X, y = load_mnist(split, normalize=False, root=root)
+    g = torch.Generator().manual_seed(seed)
+    with h5py.File(path, 'w') as f:
+        f.attrs.update(angles=np.array(angles), angle_step=angle_step, split=split, seed=seed, source='MNIST',
+                       layout='key = digit; array (n, n_angles, 1, 28, 28) uint8 = round(255 * intensity)',
+                       rotation='kornia.geometry.transform.rotate, bilinear, about the image centre, counter-clockwise')
+        for d in digits:
+            idx = (y == d).nonzero().squeeze(1)
+            n = len(idx) if n_per_digit is None else min(n_per_digit, len(idx))
+            idx = idx[torch.randperm(len(idx), generator=g)[:n]].sort().values
+            Xr = _rotate_images(X[idx], angles)
+            ds = f.create_dataset(str(d), data=(Xr*255).round().clamp(0, 255).to(torch.uint8).numpy())
+            ds.attrs['mnist_index'] = idx.numpy()
+    return Path(path)
+
+def _check_n_per_digit(n):
+    if n is None: return
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)): raise TypeError(f"n_per_digit must be an int or None; got {n!r}")
+    if n <= 0: raise ValueError(f"n_per_digit must be a positive integer or None; got {n!r}")
+
+def _check_rotated_mnist(path:Path, digits:list[int], angles:list[int]) -> None:
+    "Raise unless `path` is a complete rotated-MNIST file with `digits` at `angles` (reads each digit's last image)."
+    with h5py.File(path, 'r') as f:
+        stored = [int(a) for a in f.attrs['angles']]
+        if stored != angles: raise CorruptDataError(f"{path}: expected angles {angles}; found {stored}")
+        for d in digits:
+            if str(d) not in f: raise CorruptDataError(f"{path}: expected digit {d}; found keys {sorted(f.keys())}")
+            ds = f[str(d)]
+            if ds.dtype != np.uint8 or len(ds.shape) != 5 or ds.shape[1:] != (len(angles), 1, 28, 28) or not ds.shape[0]:
+                raise CorruptDataError(f"{path}: expected digit {d} as uint8 (n, {len(angles)}, 1, 28, 28); found {ds.dtype} {ds.shape}")
+            ds[-1]
+
+def rotated_mnist_file(digits:list, # digits to store (one HDF5 key each)
+                       split:str='train', # MNIST split the originals come from
+                       n_per_digit:int|None=None, # originals per digit (None: all)
+                       angle_step:int=30, # degrees between stored rotations; a divisor of 360
+                       seed:int=0, # seeds the choice of originals
+                       root:str|Path|None=None, # MNIST data root (see `find_root`)
+                       rebuild:bool=False, # build again even if a readable file is cached (pass a notebook's `retrain`)
+                       cache_root:str|Path|None=None, # cache folder (see `manifold_nb.cache.cache_dir`)
+                      ) -> Path:
+    "Path of the cached rotated-MNIST HDF5 file for this configuration (built atomically; rebuilt when unreadable)."
+    digits, angles = check_digits(digits), rotation_angles(angle_step); check_choice('split', split, SPLITS)
+    _check_n_per_digit(n_per_digit)
+    config = dict(digits=digits, split=split, n_per_digit=n_per_digit, angle_step=angle_step, seed=seed)
+    return cached_file('rotated_mnist', config, lambda p: write_rotated_mnist(p, digits, split, n_per_digit, angle_step, seed, root),
+                       suffix='.h5', retrain=rebuild, root=cache_root, validate=lambda p: _check_rotated_mnist(p, digits, angles))
+
+class RotatedMNIST(NamedTuple):
+    "The content of a rotated-MNIST HDF5 file."
+    images: torch.Tensor  # (N, n_angles, 1, 28, 28) float32 in [0, 1]; images[:, 0] are the originals
+    labels: torch.Tensor  # (N,) int64 digits
+    angles: list  # the n_angles rotation angles in degrees, counter-clockwise
+
+def load_rotated_mnist(path:str|Path, # HDF5 file written by `write_rotated_mnist`
+                       digits:list|None=None, # digits to read (None: all keys)
+                      ) -> RotatedMNIST:
+    "Images `(N, n_angles, 1, 28, 28)` float32 in [0, 1], labels `(N,)` and the angles."
+    with h5py.File(path, 'r') as f:
+        keys = sorted(f.keys(), key=int) if digits is None else [str(d) for d in check_digits(digits)]
+        missing = [k for k in keys if k not in f]
+        if missing: raise ValueError(f"digits {missing} are not in {path}; stored: {sorted(f.keys())}")
+        arrs = [torch.from_numpy(f[k][()]) for k in keys]
+        angles = [int(a) for a in f.attrs['angles']]
+    X = torch.cat(arrs).float().div_(255)
+    y = torch.cat([torch.full((len(a),), int(k)) for k, a in zip(keys, arrs)])
+    return RotatedMNIST(X, y, angles)

@@ -10,12 +10,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .utils import check_positive
 from .svae import extract_patches
 
 # %% auto #0
-__all__ = ['effective_rank', 'spectrum_stats', 'spatial_cv', 'class_mean_maps', 'cosine_matrix', 'region_masks', 'region_table',
-           'mode_energy_fractions', 'mode_ablation_mse', 'top_positions', 'hot_patches',
+__all__ = ['effective_rank', 'spectrum_stats', 'mode_energy_fractions', 'mode_ablation_mse',
            'border_ratio_with_without_smoothing']
 
 # %% ../nbs/02_release_fidelity.ipynb #fb7a52a1
@@ -31,56 +29,6 @@ def spectrum_stats(S:torch.Tensor, # (..., D) coordinated singular values
     "Mean effective rank, mean S₀/S_{D−1} and mean |S − S_orig| over all patches (the original's monitors)."
     return dict(erank=float(effective_rank(S_orig).mean()), s0_sd_ratio=float((S_orig[..., 0] / S_orig[..., -1].clamp(min=1e-12)).mean()),
                 s_delta=float((S - S_orig).abs().mean()))
-
-# %% ../nbs/02_release_fidelity.ipynb #3705d0b6
-def spatial_cv(maps:torch.Tensor, # (n, gh, gw) or (n, gh, gw, k) per-image maps
-               eps:float=1e-10, # added to the mean, as in the document
-              ) -> torch.Tensor:
-    "Per-image (and per-channel) coefficient of variation std/mean over the grid positions (unbiased std)."
-    flat = maps.reshape(maps.shape[0], maps.shape[1] * maps.shape[2], -1)
-    return (flat.std(1) / (flat.mean(1) + eps)).squeeze(-1)
-
-# %% ../nbs/02_release_fidelity.ipynb #e63da914
-def class_mean_maps(maps:torch.Tensor, # (n, ...) per-image maps
-                    y:torch.Tensor, # (n,) labels
-                    n_classes:int=10, # number of classes
-                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    "Per-class mean and variance maps `(n_classes, ...)` and class counts, computed with one scatter-add."
-    if len(maps) != len(y): raise ValueError(f"maps and y must have the same length; got {len(maps)} and {len(y)}")
-    onehot = F.one_hot(y.long(), n_classes).to(maps.dtype)            # (n, C)
-    counts = onehot.sum(0)
-    flat = maps.reshape(len(maps), -1)
-    mean = (onehot.T @ flat) / counts.clamp(min=1)[:, None]
-    var = (onehot.T @ flat.pow(2)) / counts.clamp(min=1)[:, None] - mean.pow(2)
-    shape = (n_classes,) + tuple(maps.shape[1:])
-    return mean.reshape(shape), var.clamp(min=0).reshape(shape), counts
-
-def cosine_matrix(vectors:torch.Tensor # (k, ...) one map per row
-                 ) -> torch.Tensor:
-    "Pairwise cosine similarity (k, k) of the flattened rows."
-    v = F.normalize(vectors.reshape(len(vectors), -1).double(), dim=-1)
-    return v @ v.T
-
-# %% ../nbs/02_release_fidelity.ipynb #ebcfc565
-def region_masks(gh:int=16, gw:int=16) -> dict:
-    "Boolean (gh, gw) masks: 'center' (inner half block), 'edge' (its complement) and 'corner' (four quarter-size corner blocks)."
-    if gh < 4 or gw < 4: raise ValueError(f"the grid must be at least 4×4; got {gh}×{gw}")
-    qh, qw = gh // 4, gw // 4
-    center = torch.zeros(gh, gw, dtype=torch.bool); center[qh:gh - qh, qw:gw - qw] = True
-    corner = torch.zeros(gh, gw, dtype=torch.bool)
-    for rs in (slice(0, qh), slice(gh - qh, gh)):
-        for cs in (slice(0, qw), slice(gw - qw, gw)): corner[rs, cs] = True
-    return dict(center=center, edge=~center, corner=corner)
-
-def region_table(class_maps:torch.Tensor, # (n_classes, gh, gw) mean maps
-                 names:list, # class names
-                ) -> dict:
-    "Per class: mean of the map over centre, edge and corner regions and the edge/centre ratio."
-    masks = region_masks(*class_maps.shape[1:3]); out = {}
-    for c, name in enumerate(names):
-        r = {k: float(class_maps[c][m].mean()) for k, m in masks.items()}
-        r['edge_center_ratio'] = r['edge'] / (r['center'] + 1e-10); out[name] = r
-    return out
 
 # %% ../nbs/02_release_fidelity.ipynb #136bd64d
 def mode_energy_fractions(S:torch.Tensor # (..., D) singular values
@@ -106,23 +54,6 @@ def mode_ablation_mse(model, # a PatchSVAE
         only.append(torch.stack([err(enc['S'] * eye[k]) for k in range(D)], 1).cpu())
         drop.append(torch.stack([err(enc['S'] * (1 - eye[k])) for k in range(D)], 1).cpu())
     return dict(only=torch.cat(only), drop=torch.cat(drop), full=torch.cat(full))
-
-# %% ../nbs/02_release_fidelity.ipynb #c3cf31c0
-def top_positions(class_maps:torch.Tensor, # (n_classes, gh, gw) mean maps
-                  k:int=3, # positions per class
-                 ) -> tuple[list, torch.Tensor]:
-    "Per class the `k` (row, col) grid positions of largest value and the ratio max/mean of the map."
-    C, gh, gw = class_maps.shape
-    top = class_maps.reshape(C, -1).topk(k, dim=1).indices
-    pos = [[(int(i) // gw, int(i) % gw) for i in row] for row in top]
-    return pos, class_maps.reshape(C, -1).amax(1) / (class_maps.reshape(C, -1).mean(1) + 1e-10)
-
-def hot_patches(mean_map:torch.Tensor, # (gh, gw) mean map
-                n_sigma:float=2.0, # threshold in standard deviations above the mean
-               ) -> torch.Tensor:
-    "Boolean map of positions above mean + n_sigma·std (unbiased std) of `mean_map`."
-    check_positive('n_sigma', n_sigma, strict=False)
-    return mean_map > mean_map.mean() + n_sigma * mean_map.std()
 
 # %% ../nbs/02_release_fidelity.ipynb #7beda930
 @torch.no_grad()

@@ -6,78 +6,56 @@ Docs: https://manifold-nb.github.io/manifold-nb/friction_maps.html.md"""
 
 # %% ../nbs/03_friction_maps.ipynb #899c94d2
 from __future__ import annotations
-import math
+from typing import NamedTuple
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from .conduit import fl_conduit
-from .fidelity import class_mean_maps, cosine_matrix
+from .maps import hot_patches, spatial_entropy
 
 # %% auto #0
-__all__ = ['conduit_maps', 'spatial_stats', 'class_moments', 'map_distances', 'centre_edge', 'position_f_stat', 'image_stats']
+__all__ = ['ConduitMaps', 'conduit_maps', 'ImageStats', 'image_stats']
 
 # %% ../nbs/03_friction_maps.ipynb #cffaef13
+class ConduitMaps(NamedTuple):
+    "The conduit's per-patch outputs as maps, in ascending eigenvalue order."
+    friction: torch.Tensor # (n, gh, gw, D) friction per patch and root
+    settle: torch.Tensor   # (n, gh, gw, D) settle per patch and root
+    eigenvalues: torch.Tensor # (n, gh, gw, D) eigenvalues, ascending
+    extraction_order: torch.Tensor # (n, gh, gw, D) Laguerre slot in which each ascending root was extracted
+    refined_fraction: float # share of patches finished by the Jacobi safeguard
+    ascending_extraction_fraction: float # share of patches whose roots were extracted smallest-first
+
 def conduit_maps(gram:torch.Tensor, # (n, gh, gw, D, D) per-patch Gram matrices
                  **kwargs, # passed on to `fl_conduit`
-                ) -> dict:
-    "Run the conduit on every patch: `friction`, `settle`, `eigenvalues`, `extraction_order` (n, gh, gw, D, ascending), the Jacobi-`refined` fraction and the fraction of patches whose roots were extracted smallest-first."
+                ) -> ConduitMaps:
+    "Run the conduit on every patch: friction, settle, eigenvalues and extraction order as (n, gh, gw, D) maps, with two solver summaries."
+    if not isinstance(gram, torch.Tensor): raise TypeError(f"gram must be a torch.Tensor; got {type(gram).__name__}")
     if gram.dim() != 5 or gram.shape[-1] != gram.shape[-2]:
         raise ValueError(f"gram must have shape (n, gh, gw, D, D); got {tuple(gram.shape)}")
     pk = fl_conduit(gram, **kwargs)
     ascending = (pk.extraction_order == torch.arange(gram.shape[-1], device=gram.device)).all(-1)
-    return dict(friction=pk.friction.float(), settle=pk.settle.float(), eigenvalues=pk.eigenvalues.float(),
-                extraction_order=pk.extraction_order, refined_fraction=float(pk.refined.float().mean()), ascending_extraction_fraction=float(ascending.float().mean()))
+    return ConduitMaps(pk.friction.float(), pk.settle.float(), pk.eigenvalues.float(), pk.extraction_order,
+                       float(pk.refined.float().mean()), float(ascending.float().mean()))
 
 # %% ../nbs/03_friction_maps.ipynb #15bdd1a6
-def spatial_stats(maps:torch.Tensor, # (n, gh, gw, D) per-image maps
-                 ) -> dict:
-    "Per image and mode, across the gh·gw patches: `mean`, `var` (unbiased), `std` and `cv = std/(mean+1e-8)`, each (n, D)."
-    flat = maps.reshape(len(maps), -1, maps.shape[-1]).double()
-    mean, var = flat.mean(1), flat.var(1)
-    return dict(mean=mean, var=var, std=var.sqrt(), cv=var.sqrt() / (mean + 1e-8))
+class ImageStats(NamedTuple):
+    "Per-image summaries of (n, gh, gw, D) maps."
+    mean: torch.Tensor    # (n,) mean over patches and modes
+    std: torch.Tensor     # (n,) unbiased std over patches, averaged over modes
+    max: torch.Tensor     # (n,) largest value
+    entropy: torch.Tensor # (n,) normalised spatial entropy of the per-patch total (1 = even spread)
+    hot_patches: torch.Tensor # (n,) patches whose total lies above the image's mean + 2σ (`maps.hot_patches`)
 
-def class_moments(maps:torch.Tensor, # (n, gh, gw, D)
-                  y:torch.Tensor, # (n,) labels in [0, n_classes)
-                  n_classes:int=10, # number of classes
-                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    "Per-class mean maps, population variance maps (E[x²]−E[x]², as the seed) and counts: (C,gh,gw,D), (C,gh,gw,D), (C,)."
-    return class_mean_maps(maps.double(), y, n_classes)
-
-def map_distances(class_means:torch.Tensor, # (C, ...) one map per class
-                 ) -> dict:
-    "Pairwise L2 distances and cosine similarities of flattened class maps, with off-diagonal mean/min summaries."
-    flat = class_means.reshape(len(class_means), -1).double()
-    l2 = torch.cdist(flat, flat)
-    cos = cosine_matrix(flat)
-    off = ~torch.eye(len(flat), dtype=torch.bool)
-    return dict(l2=l2, cos=cos, l2_mean=float(l2[off].mean()), cos_mean=float(cos[off].mean()),
-                cos_min=float(cos[off].min()))
-
-def centre_edge(class_means:torch.Tensor, # (C, gh, gw, D)
-                border:int=4, # width of the edge ring (seed: centre = [4:12, 4:12] of 16×16)
-               ) -> dict:
-    "Mean of each class map over the centre block and the border ring (all modes), and edge/centre ratio, each (C,)."
-    C, gh, gw, D = class_means.shape
-    if not 0 < 2 * border < min(gh, gw): raise ValueError(f"border must be in (0, {min(gh, gw) // 2}); got {border}")
-    centre = torch.zeros(gh, gw, dtype=torch.bool); centre[border:gh - border, border:gw - border] = True
-    c, e = class_means[:, centre].mean((1, 2)), class_means[:, ~centre].mean((1, 2))
-    return dict(centre=c, edge=e, ratio=e / (c + 1e-8))
-
-def position_f_stat(class_means:torch.Tensor, # (C, gh, gw, D)
-                    class_vars:torch.Tensor, # (C, gh, gw, D) within-class variances
-                   ) -> torch.Tensor:
-    "Seed's F proxy per position and mode: variance of the class means (unbiased) / mean within-class variance."
-    return class_means.var(0) / (class_vars.mean(0) + 1e-10)
-
-def image_stats(maps:torch.Tensor, # (n, gh, gw, D)
-                hot_factor:float=2.0, # a hot spot is a patch whose total friction exceeds hot_factor × the image mean
-               ) -> dict:
-    "Per image: mean/std/max of the maps, normalised spatial entropy of per-patch total friction, number of hot spots."
-    n = len(maps); flat = maps.reshape(n, -1, maps.shape[-1]).double()
-    total = flat.sum(-1)                                             # (n, patches)
-    prob = total / (total.sum(1, keepdim=True) + 1e-8)
-    entropy = -(prob * (prob + 1e-10).log()).sum(1) / math.log(total.shape[1])
-    hot = (total > hot_factor * total.mean(1, keepdim=True)).sum(1)
-    return dict(mean=flat.mean((1, 2)), std=flat.std(1).mean(1), max=flat.amax((1, 2)), entropy=entropy, hot_spots=hot)
+def image_stats(maps:torch.Tensor, # (n, gh, gw, D) non-negative maps (e.g. friction)
+                n_sigma:float=2.0, # hot-patch threshold in standard deviations above the image mean of the total
+               ) -> ImageStats:
+    "Per image: mean/std/max of the maps, spatial entropy and number of hot patches of the per-patch total over modes."
+    if not isinstance(maps, torch.Tensor): raise TypeError(f"maps must be a torch.Tensor; got {type(maps).__name__}")
+    if maps.dim() != 4: raise ValueError(f"maps must have shape (n, gh, gw, D); got {tuple(maps.shape)}")
+    m = maps.double(); flat = m.flatten(1, 2)                       # (n, patches, D)
+    total = m.sum(-1)                                               # (n, gh, gw)
+    return ImageStats(flat.mean((1, 2)), flat.std(1).mean(1), flat.amax((1, 2)), spatial_entropy(total),
+                      hot_patches(total, n_sigma).sum((1, 2)))

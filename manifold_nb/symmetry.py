@@ -1,4 +1,4 @@
-"""Rotated-MNIST in HDF5, VAEs, a supervised latent rotation, oracle-preserving latent flows that rediscover rotation, and a rotation-invariant classifier.
+"""Rotated-MNIST in HDF5, VAEs, a supervised latent rotation, oracle-preserving latent flows that rediscover rotation, and a rotation-invariant classifier (the networks are in `manifold_nb.models.latent`, the VAEs in `manifold_nb.models.vae`).
 
 Docs: https://manifold-nb.github.io/manifold-nb/symmetry_discovery.html.md"""
 
@@ -7,167 +7,100 @@ Docs: https://manifold-nb.github.io/manifold-nb/symmetry_discovery.html.md"""
 # %% ../nbs/05_symmetry_discovery.ipynb #fd429dee
 from __future__ import annotations
 import math
-from pathlib import Path
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import NamedTuple
 import numpy as np
 import torch
 from torch import nn
 import torch.nn.functional as F
-import h5py
 from kornia.geometry.transform import rotate
 from .utils import check_choice, check_positive, set_seed
-from .data import load_mnist
-from .cache import cached_model, cached_file, fingerprint
+from .data import rotation_angles, rotated_mnist_file, load_rotated_mnist
+from .cache import cached_model, fingerprint
 from .train import fit, predict
-from .models.vae import (VAE_ARCHS, LATENT_SIZES, VAE_VERSION, make_vae, vae_loss, negative_elbo, encode_mean,
-                                     decode_images, rotate_latent_blocks)
+from .models.vae import (train_vae, negative_elbo, encode_mean, encode_posterior, decode_images, rotate_latent_blocks)
+from .models.latent import (LatentMap, iterate_map, latent_orbits, orbit_average, LatentMLP, LatentFlow, lie_brackets,
+                                       integrate_flow, RadialOracle, annulus_points, block_rotation_fields, OrbitPoolClassifier,
+                                       so2_invariants)
 
 # %% auto #0
-__all__ = ['rotation_angles', 'check_digits', 'rotate_images', 'write_rotated_mnist', 'rotated_mnist_file', 'load_rotated_mnist',
-           'train_vae', 'vae_scores', 'mean_image_scores', 'LatentMap', 'iterate_map', 'latent_map_loss',
-           'encode_posterior', 'train_latent_map', 'train_orbit_map', 'stepwise_rotation_errors', 'LatentMLP',
-           'LatentFlow', 'lie_brackets', 'flow_losses', 'train_flow', 'latent_rotation_direction', 'field_alignment',
-           'isotropic_abs_cos', 'RadialOracle', 'annulus_points', 'block_rotation_fields', 'train_latent_classifier',
-           'classifier_accuracy', 'integrate_flow', 'orbit_average', 'OrbitPoolClassifier', 'latent_orbits',
-           'train_orbit_classifier', 'so2_invariants']
-
-# %% ../nbs/05_symmetry_discovery.ipynb #43516ff9
-def rotation_angles(angle_step:int=30 # degrees between consecutive rotations; a divisor of 360
-                   ) -> list[int]:
-    "The angles 0, step, ..., 360 - step in degrees."
-    if isinstance(angle_step, bool) or not isinstance(angle_step, (int, np.integer)) or not 0 < angle_step < 360 or 360 % angle_step:
-        raise ValueError(f"angle_step must be an integer divisor of 360 between 1 and 180 (e.g. 30, 45, 90); got {angle_step!r}")
-    return list(range(0, 360, int(angle_step)))
-
-def check_digits(digits # iterable of MNIST classes
-                ) -> list[int]:
-    "Sorted list of distinct digits, each in 0-9; a clear error otherwise."
-    ds = list(digits) if digits is not None and not isinstance(digits, (int, str)) else None
-    if not ds or len(set(ds)) != len(ds) or any(isinstance(d, bool) or not isinstance(d, (int, np.integer)) or not 0 <= d <= 9 for d in ds):
-        raise ValueError(f"digits must be a non-empty list of distinct integers in 0-9; got {digits!r}")
-    return sorted(int(d) for d in ds)
-
-# %% ../nbs/05_symmetry_discovery.ipynb #48d1b782
-def rotate_images(X:torch.Tensor, # (N, C, H, W) images
-                  angles:list, # angles in degrees
-                  chunk:int=4096, # images rotated per kornia call
-                 ) -> torch.Tensor:
-    "Every image of `X` at every angle: `(N, len(angles), C, H, W)` (bilinear, about the centre)."
-    A, a = len(angles), torch.as_tensor(angles, dtype=X.dtype)
-    Xr = X.repeat_interleave(A, 0); ang = a.repeat(len(X))
-    return torch.cat([rotate(Xr[i:i+chunk], ang[i:i+chunk]) for i in range(0, len(Xr), chunk)]).unflatten(0, (len(X), A))
-
-# %% ../nbs/05_symmetry_discovery.ipynb #2cea2af7
-def write_rotated_mnist(path:str|Path, # HDF5 file to write
-                        digits:list, # digits to store (one key each)
-                        split:str='train', # MNIST split the originals come from
-                        n_per_digit:int|None=None, # originals per digit (None: all)
-                        angle_step:int=30, # degrees between rotations
-                        seed:int=0, # seeds the choice of originals
-                        root=None, # MNIST root (see manifold_nb.data)
-                       ) -> Path:
-    "Write the rotated-MNIST HDF5 file: key str(d) -> uint8 array (n, n_angles, 1, 28, 28)."
-    digits, angles = check_digits(digits), rotation_angles(angle_step); check_choice('split', split, ('train', 'test'))
-    X, y = load_mnist(split, normalize=False, root=root)
-    g = torch.Generator().manual_seed(seed)
-    with h5py.File(path, 'w') as f:
-        f.attrs.update(angles=np.array(angles), angle_step=angle_step, split=split, seed=seed, source='MNIST',
-                       layout='key = digit; array (n, n_angles, 1, 28, 28) uint8 = round(255 * intensity)',
-                       rotation='kornia.geometry.transform.rotate, bilinear, about the image centre, counter-clockwise')
-        for d in digits:
-            idx = (y == d).nonzero().squeeze(1)
-            n = len(idx) if n_per_digit is None else min(check_positive('n_per_digit', n_per_digit), len(idx))
-            idx = idx[torch.randperm(len(idx), generator=g)[:n]].sort().values
-            Xr = rotate_images(X[idx], angles)
-            ds = f.create_dataset(str(d), data=(Xr*255).round().clamp(0, 255).to(torch.uint8).numpy())
-            ds.attrs['mnist_index'] = idx.numpy()
-    return Path(path)
-
-def rotated_mnist_file(digits:list, split:str='train', n_per_digit:int|None=None, angle_step:int=30, seed:int=0,
-                       root=None, rebuild:bool=False) -> Path:
-    "Path of the cached rotated-MNIST HDF5 file for this configuration (built atomically once)."
-    digits, _ = check_digits(digits), rotation_angles(angle_step)
-    config = dict(digits=digits, split=split, n_per_digit=n_per_digit, angle_step=angle_step, seed=seed)
-    return cached_file('rotated_mnist', config, lambda p: write_rotated_mnist(p, digits, split, n_per_digit, angle_step, seed, root),
-                       suffix='.h5', retrain=rebuild)
-
-def load_rotated_mnist(path:str|Path, # HDF5 file written by `write_rotated_mnist`
-                       digits:list|None=None, # digits to read (None: all keys)
-                      ) -> tuple[torch.Tensor, torch.Tensor, list]:
-    "Images `(N, n_angles, 1, 28, 28)` float32 in [0, 1], labels `(N,)` and the angles."
-    with h5py.File(path, 'r') as f:
-        keys = sorted(f.keys(), key=int) if digits is None else [str(d) for d in check_digits(digits)]
-        missing = [k for k in keys if k not in f]
-        if missing: raise ValueError(f"digits {missing} are not in {path}; stored: {sorted(f.keys())}")
-        arrs = [torch.from_numpy(f[k][()]) for k in keys]
-        angles = [int(a) for a in f.attrs['angles']]
-    X = torch.cat(arrs).float().div_(255)
-    y = torch.cat([torch.full((len(a),), int(k)) for k, a in zip(keys, arrs)])
-    return X, y, angles
+__all__ = ['VAEScores', 'vae_scores', 'mean_image_scores', 'latent_map_loss', 'train_latent_map', 'orbit_map_loss',
+           'train_orbit_map', 'StepwiseErrors', 'stepwise_rotation_errors', 'FlowLosses', 'flow_losses', 'train_flow',
+           'latent_rotation_direction', 'FieldAlignment', 'field_alignment', 'isotropic_abs_cos',
+           'train_latent_classifier', 'classifier_accuracy', 'train_orbit_classifier']
 
 # %% ../nbs/05_symmetry_discovery.ipynb #4f56d42e
-def train_vae(arch:str, # one of VAE_ARCHS
-              latent_dim:int, # one of LATENT_SIZES
-              X:torch.Tensor, # training images (N, 1, 28, 28) in [0, 1]
-              epochs:int=5, lr:float=1e-3, batch_size:int=128, seed:int=0, device:str='cpu', beta:float=1.0,
-              retrain:bool=False) -> nn.Module:
-    "A VAE trained on `X` with the negative ELBO, loaded from the cache when this configuration was trained before."
-    check_choice('arch', arch, VAE_ARCHS); check_choice('latent_dim', latent_dim, LATENT_SIZES)
-    config = dict(arch=arch, latent_dim=latent_dim, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed, beta=beta, version=VAE_VERSION)
-    def build(): set_seed(seed); return make_vae(arch, latent_dim)
-    def train(m): return fit(m, (X,), lambda m, b: vae_loss(m, b, beta), epochs=epochs, lr=lr, batch_size=batch_size,
-                             device=device, seed=seed, desc=f'VAE {arch} d={latent_dim}')
-    return cached_model(f'vae_{arch}_{latent_dim}', config, build, train, data_fp=fingerprint(X), retrain=retrain, device=device)
+def _check_images(name:str, # parameter name, quoted in the error
+                  X, # value received
+                  ndim:int=4, # 4: images (N, C, H, W); 5: images at every angle (N, A, C, H, W)
+                 ) -> torch.Tensor:
+    "Return `X` if it is a floating-point image tensor with `ndim` dimensions (`TypeError` / `ValueError` otherwise)."
+    # lead: use transforms.check_images once merged
+    if not isinstance(X, torch.Tensor) or not X.is_floating_point():
+        raise TypeError(f"{name} must be a floating-point torch.Tensor of images; got {type(X).__name__}")
+    if X.ndim != ndim or X.shape[-3] != 1:
+        raise ValueError(f"{name} must have shape {'(N, A, 1, H, W)' if ndim == 5 else '(N, 1, H, W)'}; got {tuple(X.shape)}")
+    return X
+
+@dataclass(frozen=True)
+class VAEScores:
+    "Held-out quality of a VAE (or of the mean-image baseline) on a set of images."
+    neg_elbo: float  # negative ELBO, nats per image (one posterior sample); for the baseline its Bernoulli NLL
+    recon_mse: float  # pixel MSE per image of the mean reconstructions, averaged over images
 
 @torch.no_grad()
-def vae_scores(vae:nn.Module, X:torch.Tensor, batch_size:int=500, device:str='cpu') -> dict:
+def vae_scores(vae:nn.Module, # trained VAE (`manifold_nb.models.vae.VAE`)
+               X:torch.Tensor, # held-out images (N, 1, 28, 28) in [0, 1]
+               batch_size:int=500, # images per forward pass
+               device:str='cpu', # device to run on
+              ) -> VAEScores:
     "Held-out negative ELBO (one posterior sample, nats/image) and pixel MSE of mean reconstructions."
+    _check_images('X', X)
     set_seed(0); vae.eval().to(device); elbo, mse = 0., 0.
     for i in range(0, len(X), batch_size):
         x = X[i:i+batch_size].to(device); logits, mu, logvar = vae(x)
         elbo += negative_elbo(logits, x, mu, logvar).item()*len(x)
         mse += (vae.decode(mu).sigmoid() - x).pow(2).mean((1, 2, 3)).sum().item()
-    return dict(neg_elbo=elbo/len(X), recon_mse=mse/len(X))
+    return VAEScores(neg_elbo=elbo/len(X), recon_mse=mse/len(X))
 
 @torch.no_grad()
-def mean_image_scores(Xtrain:torch.Tensor, X:torch.Tensor) -> dict:
+def mean_image_scores(Xtrain:torch.Tensor, # training images (N, 1, 28, 28) in [0, 1]
+                      X:torch.Tensor, # held-out images (M, 1, 28, 28) in [0, 1]
+                     ) -> VAEScores:
     "Baseline of a VAE that learned nothing: Bernoulli NLL (nats/image) and pixel MSE of `X` under the mean training image."
+    _check_images('Xtrain', Xtrain); _check_images('X', X)
     p = Xtrain.mean(0, keepdim=True).clamp(1e-6, 1 - 1e-6).expand_as(X)
-    return dict(neg_elbo=F.binary_cross_entropy(p, X, reduction='none').flatten(1).sum(1).mean().item(),
-                recon_mse=(p - X).pow(2).mean((1, 2, 3)).mean().item())
+    return VAEScores(neg_elbo=F.binary_cross_entropy(p, X, reduction='none').flatten(1).sum(1).mean().item(),
+                     recon_mse=(p - X).pow(2).mean((1, 2, 3)).mean().item())
 
 # %% ../nbs/05_symmetry_discovery.ipynb #82c2e6d9
-class LatentMap(nn.Module):
-    "Residual MLP z -> z + f(z): a learned transformation of the latent space."
-    def __init__(self, latent_dim:int, hidden:int=128):
-        super().__init__()
-        self.net = nn.Sequential(nn.Linear(latent_dim, hidden), nn.SiLU(), nn.Linear(hidden, hidden), nn.SiLU(), nn.Linear(hidden, latent_dim))
-    def forward(self, z): return z + self.net(z)
-
-def iterate_map(T:nn.Module, z:torch.Tensor, n:int) -> torch.Tensor:
-    "Stack `(n+1, B, l)` of z, T(z), ..., T^n(z)."
-    zs = [z]
-    for _ in range(n): zs.append(T(zs[-1]))
-    return torch.stack(zs)
-
-def latent_map_loss(T:nn.Module, decoder:nn.Module, mu:torch.Tensor, logvar:torch.Tensor, target:torch.Tensor, n_steps:int=1) -> torch.Tensor:
+def latent_map_loss(T:nn.Module, # latent map (B, l) -> (B, l), e.g. a `LatentMap`
+                    decoder:nn.Module, # VAE decoder: latents (B, l) -> pixel logits (B, 1, 28, 28); kept fixed
+                    mu:torch.Tensor, # (B, l) posterior means of the images at angle a
+                    logvar:torch.Tensor, # (B, l) posterior log-variances of the images at angle a
+                    target:torch.Tensor, # (B, 1, 28, 28) images at angle a + n_steps, in [0, 1]
+                    n_steps:int=1, # applications of T before decoding
+                   ) -> torch.Tensor:
     "Bernoulli loss (nats/image) of decode(T^n_steps(z)) against `target`, z sampled from the posterior."
     z = mu + torch.randn_like(mu)*(0.5*logvar).exp()
     for _ in range(n_steps): z = T(z)
     return F.binary_cross_entropy_with_logits(decoder(z), target, reduction='none').flatten(1).sum(1).mean()
 
 # %% ../nbs/05_symmetry_discovery.ipynb #2908375d
-@torch.no_grad()
-def encode_posterior(vae:nn.Module, X:torch.Tensor, batch_size:int=1000, device:str='cpu') -> tuple[torch.Tensor, torch.Tensor]:
-    "Posterior means and log-variances of `X` (any leading shape before (1, 28, 28))."
-    lead = X.shape[:-3]; Xf = X.reshape(-1, *X.shape[-3:]); vae.eval().to(device)
-    out = [vae.encode(Xf[i:i+batch_size].to(device)) for i in range(0, len(Xf), batch_size)]
-    return tuple(torch.cat([o[j].cpu() for o in out]).reshape(*lead, -1) for j in (0, 1))
-
-def train_latent_map(vae:nn.Module, X:torch.Tensor, # (N, A, 1, 28, 28) images at A equally spaced angles
+def train_latent_map(vae:nn.Module, # trained VAE; frozen
+                     X:torch.Tensor, # (N, A, 1, 28, 28) training images at A equally spaced angles
                      n_steps:int=1, # 1: learn a one-step rotation; A-1: learn it through A-1 compositions
-                     epochs:int=5, lr:float=3e-3, batch_size:int=128, seed:int=0, device:str='cpu', name:str='latent_map') -> nn.Module:
+                     epochs:int=5, # passes over the N*A images
+                     lr:float=3e-3, # Adam learning rate
+                     batch_size:int=128, # images per step
+                     seed:int=0, # seeds the initial weights, the shuffling and the posterior samples
+                     device:str='cpu', # device to train on
+                     name:str='latent_map', # cache name
+                     retrain:bool=False, # train again even if a cached map exists
+                    ) -> LatentMap:
     "Train (or load) a `LatentMap` T so that decode(T^n_steps(E(x at angle a))) matches x at angle a + n_steps."
-    check_positive('n_steps', n_steps)
+    _check_images('X', X, 5); check_positive('n_steps', n_steps)
     mu, logvar = encode_posterior(vae, X, device=device)
     tgt = torch.roll(X, -n_steps, dims=1)                         # target angle index a + n_steps (mod A)
     data = (mu.flatten(0, 1), logvar.flatten(0, 1), tgt.flatten(0, 1))
@@ -176,70 +109,78 @@ def train_latent_map(vae:nn.Module, X:torch.Tensor, # (N, A, 1, 28, 28) images a
     def build(): set_seed(seed); return LatentMap(vae.latent_dim)
     def train(T): return fit(T, data, lambda T, b: latent_map_loss(T, vae.decoder, *b, n_steps=n_steps), epochs=epochs, lr=lr,
                              batch_size=batch_size, device=device, seed=seed, desc=f'{name} ({n_steps} step)')
-    return cached_model(name, config, build, train, data_fp=fingerprint(X[:, 0]), device=device)
+    return cached_model(name, config, build, train, data_fp=fingerprint(X[:, 0]), retrain=retrain, device=device)
 
-def train_orbit_map(vae:nn.Module, X:torch.Tensor, # (N, A, 1, 28, 28) images at A equally spaced angles
-                    epochs:int=5, lr:float=3e-3, batch_size:int=128, seed:int=0, device:str='cpu', name:str='orbit_map') -> nn.Module:
+def orbit_map_loss(T:nn.Module, # latent map (B, l) -> (B, l), e.g. a `LatentMap`
+                   orbits:torch.Tensor, # (B, A, l) latent orbits E(x_a), E(x_{a+1}), ..., E(x_{a+A-1})
+                   scale:float|torch.Tensor=1., # divides the loss (the study: total variance of the latents)
+                  ) -> torch.Tensor:
+    "Mean over k = 1..A of ||T^k(z_0) - z_k||^2 / scale, with z_A = z_0 (the orbit closes)."
+    A = orbits.shape[1]; zs = iterate_map(T, orbits[:, 0], A)[1:]          # T^1 .. T^A: (A, B, l)
+    return (zs - torch.roll(orbits, -1, dims=1).transpose(0, 1)).pow(2).sum(-1).mean()/scale
+
+def train_orbit_map(vae:nn.Module, # trained VAE; frozen
+                    X:torch.Tensor, # (N, A, 1, 28, 28) training images at A equally spaced angles
+                    epochs:int=5, # passes over the N*A orbits
+                    lr:float=3e-3, # Adam learning rate
+                    batch_size:int=128, # orbits per step
+                    seed:int=0, # seeds the initial weights and the shuffling
+                    device:str='cpu', # device to train on
+                    name:str='orbit_map', # cache name
+                    retrain:bool=False, # train again even if a cached map exists
+                   ) -> LatentMap:
     "Train (or load) a `LatentMap` T with T^k(E(x_a)) ~ E(x_{a+k}) for k = 1..A (whole orbit, back to the start), in latent space."
+    _check_images('X', X, 5)
     A = X.shape[1]
     mu = encode_posterior(vae, X, device=device)[0]
     seqs = torch.cat([torch.roll(mu, -a, dims=1) for a in range(A)])     # (N*A, A, l): orbits from every start angle
     var = mu.flatten(0, 1).var(0).sum()
-    def loss(T, b):
-        s = b[0]; zs = iterate_map(T, s[:, 0], A)[1:]                    # T^1 .. T^A
-        return (zs - torch.roll(s, -1, dims=1).transpose(0, 1)).pow(2).sum(-1).mean()/var
     config = dict(epochs=epochs, lr=lr, batch_size=batch_size, seed=seed, vae=fingerprint(*vae.state_dict().values()))  # the weights: a retrained VAE gets new maps
     def build(): set_seed(seed); return LatentMap(vae.latent_dim)
-    def train(T): return fit(T, (seqs,), loss, epochs=epochs, lr=lr, batch_size=batch_size, device=device, seed=seed, desc=f'{name} (orbit)')
-    return cached_model(name, config, build, train, data_fp=fingerprint(X[:, 0]), device=device)
+    def train(T): return fit(T, (seqs,), lambda T, b: orbit_map_loss(T, b[0], var), epochs=epochs, lr=lr, batch_size=batch_size,
+                             device=device, seed=seed, desc=f'{name} (orbit)')
+    return cached_model(name, config, build, train, data_fp=fingerprint(X[:, 0]), retrain=retrain, device=device)
+
+@dataclass
+class StepwiseErrors:
+    "Pixel MSE per rotation step k = 0..A-1 of a latent map's orbit against the truly rotated images."
+    learned: list[float]  # (A,) MSE of decode(T^k(E(x_0))) against x_k
+    vae_floor: list[float]  # (A,) MSE of decode(E(x_k)) against x_k: the VAE's own reconstruction error
+    no_transform: list[float]  # (A,) MSE of decode(E(x_0)) against x_k: not rotating at all
+    decoded: torch.Tensor  # (N, A, 1, 28, 28) decode(T^k(E(x_0))), images in [0, 1]
 
 @torch.no_grad()
-def stepwise_rotation_errors(T:nn.Module, vae:nn.Module, X:torch.Tensor, device:str='cpu') -> dict:
+def stepwise_rotation_errors(T:nn.Module, # latent map (B, l) -> (B, l), one rotation step
+                             vae:nn.Module, # the VAE whose latent T acts on
+                             X:torch.Tensor, # (N, A, 1, 28, 28) held-out images at A equally spaced angles
+                             device:str='cpu', # device to run on
+                            ) -> StepwiseErrors:
     "Pixel MSE at every step k of decode(T^k(E(x_0))) against x_k, with the VAE floor and the no-transform baseline."
+    _check_images('X', X, 5)
     N, A = X.shape[:2]; T.eval().to(device)
     mu = encode_posterior(vae, X, device=device)[0]                # (N, A, l)
     zs = iterate_map(T, mu[:, 0].to(device), A - 1).cpu()          # (A, N, l)
     dec = decode_images(vae, zs.flatten(0, 1), device=device).unflatten(0, (A, N)).transpose(0, 1)  # (N, A, ...)
     rec = decode_images(vae, mu.flatten(0, 1), device=device).unflatten(0, (N, A))
     mse = lambda a, b: (a - b).pow(2).mean((0, 2, 3, 4)).tolist()
-    return dict(learned=mse(dec, X), vae_floor=mse(rec, X), no_transform=mse(rec[:, :1].expand_as(X), X), decoded=dec)
-
-# %% ../nbs/05_symmetry_discovery.ipynb #01e5f73b
-class LatentMLP(nn.Module):
-    "MLP on latent vectors (oracle / classifier); inputs are standardised with fixed training statistics."
-    def __init__(self, in_dim:int, out_dim:int, hidden:int=128):
-        super().__init__()
-        self.register_buffer('shift', torch.zeros(in_dim)); self.register_buffer('scale', torch.ones(in_dim))
-        self.net = nn.Sequential(nn.Linear(in_dim, hidden), nn.SiLU(), nn.Linear(hidden, hidden), nn.SiLU(), nn.Linear(hidden, out_dim))
-    def set_standardization(self, Z:torch.Tensor):
-        "Use the mean and standard deviation of `Z` (a single scale for all inputs, so directions are not distorted)."
-        self.shift.copy_(Z.mean(0)); self.scale.fill_(Z.std(0).mean().clamp_min(1e-8).item()); return self
-    def forward(self, z): return self.net((z - self.shift)/self.scale)
-
-class LatentFlow(nn.Module):
-    "`n_generators` smooth vector fields g_a: R^l -> R^l and structure constants for the closure loss."
-    def __init__(self, latent_dim:int, n_generators:int=1, hidden:int=64):
-        super().__init__()
-        self.latent_dim, self.n_generators = latent_dim, check_positive('n_generators', n_generators)
-        self.net = nn.Sequential(nn.Linear(latent_dim, hidden), nn.Tanh(), nn.Linear(hidden, hidden), nn.Tanh(),
-                                 nn.Linear(hidden, latent_dim*n_generators))
-        self.structure = nn.Parameter(torch.zeros(n_generators, n_generators, n_generators))
-    def forward(self, z): return self.net(z).unflatten(-1, (self.n_generators, self.latent_dim))  # (B, G, l)
+    return StepwiseErrors(learned=mse(dec, X), vae_floor=mse(rec, X), no_transform=mse(rec[:, :1].expand_as(X), X), decoded=dec)
 
 # %% ../nbs/05_symmetry_discovery.ipynb #98e34ede
-def lie_brackets(flow:LatentFlow, z:torch.Tensor) -> torch.Tensor:
-    "Lie brackets [g_a, g_b](z) = J_{g_b} g_a - J_{g_a} g_b of all generator pairs: (B, G, G, l)."
-    g = flow(z)
-    jg = torch.stack([torch.func.jvp(flow, (z,), (g[:, a],))[1] for a in range(flow.n_generators)], 1)  # [n,a,b] = J_{g_b} g_a
-    return jg - jg.transpose(1, 2)
+class FlowLosses(NamedTuple):
+    "The four losses of oracle-preserving latent flows (differentiable scalar tensors)."
+    invariance: torch.Tensor  # mean over points of sum_a ||psi(z + eps g_a(z)) - psi(z)||^2 / eps^2
+    normalization: torch.Tensor  # sum_a [mean over points of (||g_a|| - 1)^2 + variance of ||g_a||]
+    orthogonality: torch.Tensor  # mean over points of sum_{a<b} (g_a . g_b)^2
+    closure: torch.Tensor  # mean squared residual of [g_a, g_b] - sum_c c_abc g_c over pairs a<b (0: one generator or closure=False)
 
 def flow_losses(flow:LatentFlow, # generators
-                oracle:nn.Module, # latent -> logits; kept fixed
+                oracle:nn.Module, # latent (B, l) -> logits (B, K); kept fixed
                 z:torch.Tensor, # (B, l) latent points
                 eps:float=0.05, # size of the infinitesimal step
                 closure:bool=True, # compute the closure loss (needs >= 2 generators)
-               ) -> dict:
+               ) -> FlowLosses:
     "The invariance, normalisation, orthogonality and closure losses of oracle-preserving latent flows."
+    check_positive('eps', eps)
     g = flow(z); B, G, l = g.shape
     psi0 = oracle(z); psi1 = oracle((z[:, None] + eps*g).reshape(B*G, l)).reshape(B, G, -1)
     inv = ((psi1 - psi0[:, None])**2).sum(-1).sum(-1).mean()/eps**2
@@ -252,123 +193,127 @@ def flow_losses(flow:LatentFlow, # generators
         br = lie_brackets(flow, z)[:, pairs]                                    # (B, P, l)
         c = (flow.structure - flow.structure.transpose(0, 1))[pairs]            # (P, G) antisymmetric constants
         clos = (br - torch.einsum('pc,bcl->bpl', c, g)).pow(2).sum(-1).mean()
-    return dict(invariance=inv, normalization=norm, orthogonality=ortho, closure=clos)
+    return FlowLosses(invariance=inv, normalization=norm, orthogonality=ortho, closure=clos)
 
-def train_flow(oracle:nn.Module, Z:torch.Tensor, # (N, l) latent points to train on
-               n_generators:int=1, epochs:int=50, lr:float=3e-3, batch_size:int=256, eps:float=0.05,
-               weights:dict|None=None, # loss weights (default 1 each, as the authors)
-               seed:int=0, device:str='cpu', hidden:int=64, desc:str='flow') -> LatentFlow:
-    "Train `n_generators` oracle-preserving vector fields on the latent points `Z`."
-    w = {**dict(invariance=1., normalization=1., orthogonality=1., closure=1.), **(weights or {})}
+def train_flow(oracle:nn.Module, # latent (B, l) -> logits (B, K); frozen
+               Z:torch.Tensor, # (N, l) latent points to train on
+               n_generators:int=1, # number of generators G
+               epochs:int=50, # passes over Z
+               lr:float=3e-3, # peak Adam learning rate (cosine schedule)
+               batch_size:int=256, # points per step
+               eps:float=0.05, # size of the infinitesimal step of the invariance loss
+               weights:Mapping[str, float]|None=None, # loss weights by `FlowLosses` field (default 1 each, as the authors)
+               seed:int=0, # seeds the initial weights and the shuffling
+               device:str='cpu', # device to train on
+               hidden:int=64, # width of the flow network
+               desc:str='flow', # progress bar label
+              ) -> LatentFlow:
+    "Train `n_generators` oracle-preserving vector fields on the latent points `Z` (history in `.history`)."
+    if weights is not None and not isinstance(weights, Mapping): raise TypeError(f"weights must be a mapping of loss name to weight; got {type(weights).__name__}")
+    unknown = sorted(set(weights or {}) - set(FlowLosses._fields))
+    if unknown: raise ValueError(f"weights has unknown losses {unknown}; allowed: {list(FlowLosses._fields)}")
+    w = {**dict.fromkeys(FlowLosses._fields, 1.), **(weights or {})}
     for p in oracle.parameters(): p.requires_grad_(False)
     oracle.eval().to(device); set_seed(seed); flow = LatentFlow(Z.shape[1], n_generators, hidden)
     def loss(m, b):
-        ls = flow_losses(m, oracle, b[0], eps); return sum(w[k]*v for k, v in ls.items())
+        ls = flow_losses(m, oracle, b[0], eps); return sum(w[k]*v for k, v in ls._asdict().items())
     flow.history = fit(flow, (Z,), loss, epochs=epochs, lr=lr, batch_size=batch_size, device=device, seed=seed, desc=desc, scheduler='cosine')
     return flow.eval()
 
 # %% ../nbs/05_symmetry_discovery.ipynb #d4004b96
 @torch.no_grad()
-def latent_rotation_direction(vae:nn.Module, X:torch.Tensor, # (N, 1, 28, 28) images
-                              delta_deg:float=5.0, device:str='cpu') -> torch.Tensor:
-    "Observed latent velocity of rotation, (E(R_d x) - E(R_-d x)) / (2 d), d in radians: (N, l)."
-    d = torch.full((len(X),), float(delta_deg))
+def latent_rotation_direction(vae:nn.Module, # VAE whose posterior mean E is differentiated
+                              X:torch.Tensor, # (N, 1, 28, 28) images in [0, 1]
+                              delta_deg:float=5.0, # half-width d of the central difference, in degrees
+                              device:str='cpu', # device to run on
+                             ) -> torch.Tensor:
+    "Observed latent velocity of rotation per radian, (E(R_d x) - E(R_-d x)) / (2 d), d in radians: (N, l)."
+    _check_images('X', X); check_positive('delta_deg', delta_deg)
+    d = torch.full((len(X),), float(delta_deg))     # lead: use transforms.transform(x, radians, 'rotation') once merged
     return (encode_mean(vae, rotate(X, d), device=device) - encode_mean(vae, rotate(X, -d), device=device))/(2*math.radians(delta_deg))
+
+@dataclass(frozen=True)
+class FieldAlignment:
+    "How well generator fields line up with reference directions (e.g. the observed latent rotation) at the same points."
+    abs_cos: list[float]  # (G,) mean over points of |cos(g_a, v)| per generator (a generator and its negative are the same symmetry)
+    best_abs_cos: float  # the largest entry of `abs_cos`
+    span_share: float  # mean over points of ||P v|| / ||v||, P the projection on the span of the G generators
 
 def field_alignment(G:torch.Tensor, # (B, n_generators, l) generator vectors at the points
                     V:torch.Tensor, # (B, l) reference directions at the same points
-                   ) -> dict:
+                   ) -> FieldAlignment:
     "Mean |cos| between each generator and V, and mean share of V inside the generators' span."
+    if G.ndim != 3 or V.ndim != 2 or G.shape[0] != V.shape[0] or G.shape[2] != V.shape[1]:
+        raise ValueError(f"G must be (B, n_generators, l) and V (B, l) with the same B and l; got {tuple(G.shape)} and {tuple(V.shape)}")
     cos = (torch.einsum('bgl,bl->bg', G, V)/(G.norm(dim=-1)*V.norm(dim=-1, keepdim=True)).clamp_min(1e-12)).abs()
     Q = torch.linalg.qr(G.transpose(1, 2)).Q                        # (B, l, G) orthonormal basis of the span
     share = (Q @ (Q.transpose(1, 2) @ V[..., None])).squeeze(-1).norm(dim=-1)/V.norm(dim=-1).clamp_min(1e-12)
-    return dict(abs_cos=cos.mean(0).tolist(), best_abs_cos=cos.mean(0).max().item(), span_share=share.mean().item())
+    return FieldAlignment(abs_cos=cos.mean(0).tolist(), best_abs_cos=cos.mean(0).max().item(), span_share=share.mean().item())
 
-def isotropic_abs_cos(dim:int) -> float:
+def isotropic_abs_cos(dim:int # dimension of the space, >= 1
+                     ) -> float:
     "E|cos| between a fixed vector and a uniformly random direction in R^dim."
+    if isinstance(dim, bool) or not isinstance(dim, int): raise TypeError(f"dim must be an int; got {type(dim).__name__}")
+    if dim < 1: raise ValueError(f"dim must be >= 1; got {dim}")
     return math.exp(math.lgamma(dim/2) - math.lgamma((dim + 1)/2))/math.sqrt(math.pi)
 
-# %% ../nbs/05_symmetry_discovery.ipynb #2f9bd100
-class RadialOracle(nn.Module):
-    "Logits that depend only on the radii of consecutive coordinate blocks: -sharpness * (r_b - centre)^2."
-    def __init__(self, block:int=2, centres:tuple=(0.75, 1.25, 1.75), sharpness:float=4.0):
-        super().__init__(); self.block, self.sharpness = block, sharpness
-        self.register_buffer('centres', torch.tensor(centres))
-    def forward(self, z):
-        r = z.unflatten(-1, (-1, self.block)).norm(dim=-1)            # (B, n_blocks)
-        return (-self.sharpness*(r[..., None] - self.centres)**2).flatten(-2)
-
-def annulus_points(n:int, dim:int=2, r_min:float=0.5, r_max:float=2.0, seed:int=0) -> torch.Tensor:
-    "n points whose every 2-D block lies in the annulus r_min <= r <= r_max (uniform angle, uniform area)."
-    g = torch.Generator().manual_seed(seed); k = dim//2
-    r = (r_min**2 + (r_max**2 - r_min**2)*torch.rand(n, k, generator=g)).sqrt(); th = 2*math.pi*torch.rand(n, k, generator=g)
-    return torch.stack([r*th.cos(), r*th.sin()], -1).flatten(1)
-
-def block_rotation_fields(z:torch.Tensor) -> torch.Tensor:
-    "Unit rotation field of each 2-D block, (-y, x)/r on that block and 0 elsewhere: (B, n_blocks, dim)."
-    k = z.shape[-1]//2; u, v = z[:, 0::2], z[:, 1::2]; r = (u*u + v*v).sqrt().clamp_min(1e-12)
-    F_ = torch.zeros(len(z), k, k, 2); idx = torch.arange(k)
-    F_[:, idx, idx, 0], F_[:, idx, idx, 1] = -v/r, u/r
-    return F_.flatten(2)
-
 # %% ../nbs/05_symmetry_discovery.ipynb #99a47bcd
-def train_latent_classifier(Z:torch.Tensor, y:torch.Tensor, classes:list, epochs:int=40, lr:float=3e-3, batch_size:int=256,
-                            seed:int=0, device:str='cpu', hidden:int=128, desc:str='oracle') -> nn.Module:
-    "An MLP trained with cross-entropy to predict `y` (values in `classes`) from latent features `Z`."
-    lut = {c: i for i, c in enumerate(classes)}; t = torch.tensor([lut[int(c)] for c in y])
+def _class_indices(y:torch.Tensor, # (N,) labels
+                   classes:list, # the classes, in output order
+                  ) -> torch.Tensor:
+    "Indices `(N,)` into `classes` of the labels `y` (`ValueError` for a label that is not a class)."
+    lut = {int(c): i for i, c in enumerate(classes)}
+    missing = sorted({int(c) for c in y.tolist()} - set(lut))
+    if missing: raise ValueError(f"y holds labels {missing} that are not in classes={list(classes)}")
+    return torch.tensor([lut[int(c)] for c in y])
+
+def train_latent_classifier(Z:torch.Tensor, # (N, l) latent features
+                            y:torch.Tensor, # (N,) labels, values in `classes`
+                            classes:list, # the classes, in output order
+                            epochs:int=40, # passes over Z
+                            lr:float=3e-3, # peak Adam learning rate (cosine schedule)
+                            batch_size:int=256, # samples per step
+                            seed:int=0, # seeds the initial weights and the shuffling
+                            device:str='cpu', # device to train on
+                            hidden:int=128, # width of the MLP
+                            desc:str='oracle', # progress bar label
+                           ) -> LatentMLP:
+    "A `LatentMLP` trained with cross-entropy to predict `y` (values in `classes`) from latent features `Z`."
+    if len(Z) != len(y): raise ValueError(f"Z and y must have the same length; got {len(Z)} and {len(y)}")
+    t = _class_indices(y, classes)
     set_seed(seed); m = LatentMLP(Z.shape[1], len(classes), hidden).set_standardization(Z)
     m.history = fit(m, (Z, t), lambda m, b: F.cross_entropy(m(b[0]), b[1]), epochs=epochs, lr=lr, batch_size=batch_size,
                     device=device, seed=seed, desc=desc, scheduler='cosine')
     m.classes = list(classes); return m.eval()
 
-def classifier_accuracy(m:nn.Module, Z:torch.Tensor, y:torch.Tensor, device:str='cpu') -> float:
+def classifier_accuracy(m:nn.Module, # classifier with a `classes` attribute (from `train_latent_classifier`)
+                        Z:torch.Tensor, # (N, l) latent features
+                        y:torch.Tensor, # (N,) labels
+                        device:str='cpu', # device to run on
+                       ) -> float:
     "Share of `Z` whose predicted class equals `y`."
+    if len(Z) != len(y): raise ValueError(f"Z and y must have the same length; got {len(Z)} and {len(y)}")
     pred = torch.tensor(m.classes)[predict(m, Z, device=device).argmax(1)]
     return (pred == y).float().mean().item()
 
-# %% ../nbs/05_symmetry_discovery.ipynb #37cebeb7
-@torch.no_grad()
-def integrate_flow(flow:LatentFlow, z0:torch.Tensor, generator:int=0, step:float=0.05, n_steps:int=40) -> torch.Tensor:
-    "RK4 trajectories of dz/dt = g_generator(z) from the points z0: (n_steps+1, B, l)."
-    f = lambda z: flow(z)[:, generator]; zs = [z0]
-    for _ in range(n_steps):
-        z = zs[-1]; k1 = f(z); k2 = f(z + step/2*k1); k3 = f(z + step/2*k2); k4 = f(z + step*k3)
-        zs.append(z + step/6*(k1 + 2*k2 + 2*k3 + k4))
-    return torch.stack(zs)
-
 # %% ../nbs/05_symmetry_discovery.ipynb #42430319
-def orbit_average(T:nn.Module, z:torch.Tensor, n:int=12) -> torch.Tensor:
-    "Mean of z, T(z), ..., T^(n-1)(z): invariant when T^n = id and T acts as the group generator."
-    with torch.no_grad(): return iterate_map(T, z, n - 1).mean(0)
-
-class OrbitPoolClassifier(nn.Module):
-    "Invariant classifier on latent orbits (B, A, l): mean over the orbit of an MLP embedding, then a linear head."
-    def __init__(self, in_dim:int, out_dim:int, hidden:int=128):
-        super().__init__()
-        self.register_buffer('shift', torch.zeros(in_dim)); self.register_buffer('scale', torch.ones(in_dim))
-        self.embed = nn.Sequential(nn.Linear(in_dim, hidden), nn.SiLU(), nn.Linear(hidden, hidden), nn.SiLU())
-        self.head = nn.Linear(hidden, out_dim)
-    def forward(self, orbits): return self.head(self.embed((orbits - self.shift)/self.scale).mean(-2))
-
-def latent_orbits(T:nn.Module, z:torch.Tensor, n:int=12) -> torch.Tensor:
-    "Orbits (B, n, l): z, T(z), ..., T^(n-1)(z)."
-    with torch.no_grad(): return iterate_map(T, z, n - 1).transpose(0, 1)
-
-def train_orbit_classifier(orbits:torch.Tensor, y:torch.Tensor, classes:list, epochs:int=40, lr:float=3e-3, batch_size:int=256,
-                           seed:int=0, device:str='cpu', desc:str='orbit pool',
+def train_orbit_classifier(orbits:torch.Tensor, # (N, A, l) latent orbits of labelled images
+                           y:torch.Tensor, # (N,) labels, values in `classes`
+                           classes:list, # the classes, in output order
+                           epochs:int=40, # passes over the orbits
+                           lr:float=3e-3, # peak learning rate (cosine schedule)
+                           batch_size:int=256, # orbits per step
+                           seed:int=0, # seeds the initial weights and the shuffling
+                           device:str='cpu', # device to train on
+                           desc:str='orbit pool', # progress bar label
                            weight_decay:float=0., # > 0: AdamW with this decoupled weight decay (0: Adam)
-                          ) -> nn.Module:
+                          ) -> OrbitPoolClassifier:
     "An `OrbitPoolClassifier` trained with cross-entropy on latent orbits of labelled images."
-    lut = {c: i for i, c in enumerate(classes)}; t = torch.tensor([lut[int(c)] for c in y])
-    set_seed(seed); m = OrbitPoolClassifier(orbits.shape[-1], len(classes))
-    flat_ = orbits.reshape(-1, orbits.shape[-1]); m.shift.copy_(flat_.mean(0)); m.scale.fill_(flat_.std(0).mean().clamp_min(1e-8).item())
+    if orbits.ndim != 3: raise ValueError(f"orbits must have shape (N, A, l); got {tuple(orbits.shape)}")
+    if len(orbits) != len(y): raise ValueError(f"orbits and y must have the same length; got {len(orbits)} and {len(y)}")
+    check_positive('weight_decay', weight_decay, strict=False); t = _class_indices(y, classes)
+    set_seed(seed); m = OrbitPoolClassifier(orbits.shape[-1], len(classes)).set_standardization(orbits)
     m.history = fit(m, (orbits, t), lambda m, b: F.cross_entropy(m(b[0]), b[1]), epochs=epochs, lr=lr, batch_size=batch_size,
                     device=device, seed=seed, desc=desc, scheduler='cosine', optimizer='adamw' if weight_decay else 'adam',
                     weight_decay=weight_decay)
     m.classes = list(classes); return m.eval()
-
-def so2_invariants(z:torch.Tensor) -> torch.Tensor:
-    "Rotation invariants of latents made of 2-D blocks that all rotate together: block norms, pairwise dots and crosses."
-    b = z.unflatten(-1, (-1, 2)); k = b.shape[-2]; i, j = torch.triu_indices(k, k, 1)
-    dots = (b[..., i, :]*b[..., j, :]).sum(-1); cross = b[..., i, 0]*b[..., j, 1] - b[..., i, 1]*b[..., j, 0]
-    return torch.cat([b.norm(dim=-1), dots, cross], -1)

@@ -25,3 +25,28 @@ def run_notebook(tmp_path_factory):
         dest = _run(name, params, profile=profile, out=root, timeout=1200, progress=False, log_output=False)
         return dest.parent, json.loads((dest.parent / "metrics.json").read_text())
     return _go
+
+
+@pytest.fixture(scope="session")
+def full_cifar10(tmp_path_factory):
+    """A complete-size CIFAR-10 root (data_batch_1..5 and test_batch, 10,000 rows each) built from the local batches.
+
+    Rows are the local training and test rows in file order, repeated cyclically. Yields (root, X, y): X (60000, 3072)
+    uint8 and y (60000,) the rows written, the five training batches first, then the test batch."""
+    import pickle
+    import numpy as np
+    from manifold_nb.data import find_root
+    src = find_root("cifar10") / "cifar-10-batches-py"
+    batches = []
+    for p in sorted(src.glob("data_batch_*")) + [src / "test_batch"]:
+        with open(p, "rb") as f: batches.append(pickle.load(f, encoding="latin1"))
+    X_all = np.concatenate([np.asarray(b["data"], dtype=np.uint8) for b in batches])
+    y_all = np.concatenate([np.asarray(b["labels"], dtype=np.int64) for b in batches])
+    root = tmp_path_factory.mktemp("full_cifar10"); d = root / "cifar-10-batches-py"; d.mkdir()
+    rows = np.arange(60_000) % len(y_all)
+    names = [f"data_batch_{k}" for k in range(1, 6)] + ["test_batch"]
+    for i, name in enumerate(names):
+        r = rows[i * 10_000:(i + 1) * 10_000]
+        with open(d / name, "wb") as f:
+            pickle.dump({"data": X_all[r], "labels": y_all[r].tolist(), "batch_label": name}, f, protocol=2)
+    yield root, X_all[rows], y_all[rows]

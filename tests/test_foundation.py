@@ -1,73 +1,14 @@
-"""Foundation: data loaders on the real offline data, error messages, cache, harness and CLI."""
-import json, os, shutil, subprocess, sys
+"""Foundation: the model and artefact cache, and the data tour (data layer: test_data.py; harness and CLI: test_harness.py)."""
+import os, subprocess, sys
 from pathlib import Path
 
+import h5py
+import numpy as np
 import pytest
 import torch
 
 import manifold_nb.data as data
-from manifold_nb.cache import cached_model
-from manifold_nb.harness import NotebookError, notebooks, reproduce, run_notebook
-
-FIXTURES = Path(__file__).parent / "fixtures" / "nbs"
-
-
-# --- data -------------------------------------------------------------------------------------------------------
-def test_mnist_real_files():
-    X, y = data.load_mnist("train", n=3, normalize=False)
-    assert X.shape == (3, 1, 28, 28) and X.dtype == torch.float32 and 0 <= X.min() and X.max() <= 1
-    assert y.tolist() == [5, 0, 4]                      # the first three MNIST training labels
-    Xt, yt = data.load_mnist("test", n=2, offset=9998)
-    assert yt.tolist() == [5, 6]                        # the last two test labels
-    assert abs(float(data.load_mnist("test")[0].mean())) < 0.02   # normalised: mean ~0 over the test set
-
-
-def test_fashion_mnist_real_files():
-    X, y = data.load_fashion_mnist("train", n=2)
-    assert y.tolist() == [9, 0] and X.shape == (2, 1, 28, 28) and float(X.max()) <= 1
-    assert len(data.load_fashion_mnist("test")[1]) == 10000
-
-
-def test_cifar10_partial_copy_counts_and_resize():
-    files = data.cifar10_files()
-    assert files == {"data_batch_1": 10000, "data_batch_2": 10000, "data_batch_3": 9000, "test_batch": 1000}
-    X, y = data.load_cifar10("test", n=4)
-    assert X.shape == (4, 3, 64, 64) and 0 <= X.min() and X.max() <= 1 and y.tolist() == [3, 8, 8, 0]
-    X32, _ = data.load_cifar10("train", n=1, size=32)
-    assert X32.shape == (1, 3, 32, 32) and len(data.load_cifar10("train", size=32)[1]) == 29000
-
-
-def test_subsets_seeded_and_ordered():
-    a = data.load_mnist("test", n=50, seed=1)[1]; b = data.load_mnist("test", n=50, seed=1)[1]
-    assert torch.equal(a, b) and not torch.equal(a, data.load_mnist("test", n=50, seed=2)[1])
-    with pytest.raises(ValueError, match="the split has 1000"): data.load_cifar10("test", n=1001)
-    with pytest.raises(ValueError, match=r"split must be one of \['train', 'test'\]"): data.load_mnist("val")
-
-
-def test_missing_data_error_names_every_place(monkeypatch, tmp_path):
-    monkeypatch.delenv("MANIFOLD_NB_DATA", raising=False)
-    monkeypatch.setenv("MANIFOLD_NB_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setattr(data, "_checkout_data", lambda: tmp_path / "shared" / "data")
-    monkeypatch.setattr(data, "_debian_files", lambda package: [])
-    monkeypatch.setattr(data, "_download", lambda dataset, root: None)
-    with pytest.raises(data.DataNotFoundError) as e: data.find_root("fashion_mnist")
-    msg = str(e.value)
-    for part in ("shared/data beside the checkout", "cache folder", "Debian package dataset-fashion-mnist",
-                 "torchvision download", "apt-get install -y dataset-fashion-mnist"):
-        assert part in msg, (part, msg)
-
-
-def test_explicit_root_is_searched_alone(monkeypatch):
-    monkeypatch.setenv("MANIFOLD_NB_DATA", "/nonexistent")
-    with pytest.raises(data.DataNotFoundError, match=r"\$MANIFOLD_NB_DATA: /nonexistent"): data.find_root("mnist")
-
-
-def test_debian_fashion_mnist_is_decompressed_into_the_cache(monkeypatch, tmp_path):
-    if not data._debian_files("dataset-fashion-mnist"): pytest.skip("dataset-fashion-mnist not installed")
-    root = data._from_debian("fashion_mnist", tmp_path)
-    assert data._has("fashion_mnist", root)
-    assert (tmp_path / "FashionMNIST/raw/train-images-idx3-ubyte").stat().st_size == 47040016
-
+from manifold_nb.cache import cached_file, cached_model, file_lock
 
 # --- cache ------------------------------------------------------------------------------------------------------
 def _lin(): torch.manual_seed(0); return torch.nn.Linear(2, 1)
@@ -84,51 +25,45 @@ def test_cache_miss_hit_and_interrupted_write(tmp_path, capsys):
     assert sorted(p.name for p in (tmp_path / "models").iterdir()) == [Path(m1.cache_info["path"]).name]
 
 
-# --- harness ----------------------------------------------------------------------------------------------------
-def test_registry_lists_the_data_tour_first():
-    assert list(notebooks())[0] == "data"
+def test_cached_file_rebuilds_a_truncated_entry(tmp_path, capsys):
+    built = []
+    def make(p):
+        built.append(1)
+        with h5py.File(p, "w") as f: f["x"] = np.arange(1000)
+    def readable(p):
+        with h5py.File(p, "r") as f: f["x"][-1]
+    p = cached_file("h5", {"n": 1000}, make, suffix=".h5", root=tmp_path, validate=readable)
+    assert cached_file("h5", {"n": 1000}, make, suffix=".h5", root=tmp_path, validate=readable) == p and len(built) == 1
+    os.truncate(p, 96)
+    with pytest.raises(OSError): readable(p)                               # the entry really is unreadable now
+    capsys.readouterr()
+    assert cached_file("h5", {"n": 1000}, make, suffix=".h5", root=tmp_path, validate=readable) == p
+    assert len(built) == 2 and "ignoring unreadable entry" in capsys.readouterr().out
+    with h5py.File(p, "r") as f: assert f["x"][()].tolist() == list(range(1000))
+    cached_file("h5", {"n": 1000}, make, suffix=".h5", root=tmp_path, validate=readable, retrain=True)
+    assert len(built) == 3                                                  # retrain reaches the file cache too
 
 
-def test_bad_names_parameters_and_profiles():
-    with pytest.raises(ValueError, match=r"notebook must be one of \['data'"): run_notebook("nope")
-    with pytest.raises(ValueError, match=r"unknown parameter\(s\) \['bogus'\].*allowed: \['data_root'"):
-        run_notebook("data", {"bogus": 1})
-    with pytest.raises(ValueError, match=r"profile must be one of \['quick', 'full'\]"): run_notebook("data", profile="x")
+def test_file_lock_excludes_a_second_holder(tmp_path):
+    lock = tmp_path / "locks" / "entry.lock"
+    probe = ("import sys, filelock\n"
+             "try:\n    with filelock.FileLock(sys.argv[1], timeout=0.2): print('acquired')\n"
+             "except filelock.Timeout: print('timed out')")
+    other = lambda: subprocess.run([sys.executable, "-c", probe, str(lock)], capture_output=True, text=True).stdout.strip()
+    with file_lock(lock):
+        assert other() == "timed out"                                       # another process waits while we hold it
+    assert other() == "acquired"
 
 
-def test_fixture_notebook_caches_and_reports(tmp_path):
-    out = tmp_path / "out"
-    d1 = run_notebook("tiny", nbs=FIXTURES, out=out, progress=False, log_output=False)
-    m1 = json.loads((d1.parent / "metrics.json").read_text())
-    d2 = run_notebook("tiny", nbs=FIXTURES, out=out, progress=False, log_output=False)
-    m2 = json.loads((d2.parent / "metrics.json").read_text())
-    assert m1["cache_hit"] is False and m2["cache_hit"] is True
-    assert m1["test_accuracy"] == m2["test_accuracy"] and m1["test_accuracy"] > 0.5
-    assert "[cache] hit" in d2.read_text()                  # visible in the executed notebook's log
-    with pytest.raises(NotebookError, match=r"RuntimeError: fixture asked to fail(.|\n)*executed notebook.*tiny\.ipynb"):
-        run_notebook("tiny", {"fail": True}, nbs=FIXTURES, out=tmp_path / "bad", progress=False, log_output=False)
-    idx = reproduce("quick", out=tmp_path / "report", nbs=FIXTURES, progress=False)
-    page = idx.read_text()
-    assert 'href="tiny/tiny.html"' in page and "test_accuracy" in page and (idx.parent / "tiny/tiny.html").exists()
+
 
 
 def test_data_notebook_quick(run_notebook):
     out, m = run_notebook("data", n=100)
-    assert m["mnist_train"] == 60000 and m["fashion_test"] == 10000 and m["cifar10_train"] == 29000
+    sizes = {ds: data.split_sizes(ds) for ds in data.DATASETS}      # the counts of the files present, whatever they are
+    assert (m["mnist_train"], m["fashion_test"], m["cifar10_train"], m["cifar10_test"]) == \
+           (sizes["mnist"].train, sizes["fashion_mnist"].test, sizes["cifar10"].train, sizes["cifar10"].test)
     assert abs(m["mnist"]["mean"]) < 0.2 and sum(m["mnist"]["class_counts"]) == 100
     assert {"figures/mnist_samples.png", "figures/cifar10_samples.png"} <= set(m["figures"])
     assert (out / "data.ipynb").exists()
 
-
-# --- the command line, as a user runs it ---------------------------------------------------------------------------
-def _cli(*args, env=None):
-    e = dict(os.environ, **(env or {}))
-    exe = shutil.which("manifold-nb"); assert exe, "the console script manifold-nb is not installed (pip install -e .)"
-    return subprocess.run([exe, *args], capture_output=True, text=True, env=e, timeout=600)
-
-def test_cli_list_and_errors(tmp_path):
-    r = _cli("list"); assert r.returncode == 0 and "data" in r.stdout and "profile=" in r.stdout
-    r = _cli("run", "data", "-p", "profile", "nonsense", "--out", str(tmp_path))
-    assert r.returncode == 2 and "profile must be one of ['quick', 'full']" in r.stderr
-    r = _cli("run", "data", "--no-progress", "--out", str(tmp_path), env={"MANIFOLD_NB_DATA": "/nonexistent"})
-    assert r.returncode == 1 and "Places searched" in r.stderr and "/nonexistent" in r.stderr and "data.ipynb" in r.stderr

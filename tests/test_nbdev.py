@@ -10,7 +10,7 @@ import pytest
 from manifold_nb.harness import readme_markdown
 
 ROOT = Path(__file__).resolve().parents[1]
-PLUMBING = sorted(p.relative_to(ROOT) for d in ("core", "models") for p in (ROOT / "nbs" / d).glob("*.ipynb"))
+PLUMBING = sorted(p.relative_to(ROOT) for d in ("core", "methods", "models") for p in (ROOT / "nbs" / d).glob("*.ipynb"))
 
 
 @pytest.mark.parametrize("nb", PLUMBING, ids=str)

@@ -6,7 +6,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from manifold_nb.harness import main
+from manifold_nb.cli import main
 from manifold_nb.sweep import sweep
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -79,15 +79,29 @@ def test_figures(sym):
 
 
 def test_flow_losses_known_values():
-    from manifold_nb.symmetry import LatentFlow, RadialOracle, flow_losses, annulus_points, block_rotation_fields
+    from manifold_nb.models.latent import LatentFlow, RadialOracle, annulus_points, block_rotation_fields
+    from manifold_nb.symmetry import flow_losses
     # a flow network whose output is exactly the rotation field has zero normalisation loss and tiny invariance loss
     class Exact(LatentFlow):
         def forward(self, z): return block_rotation_fields(z)
     z = annulus_points(512, 2, seed=1)
     ls = flow_losses(Exact(2, 1), RadialOracle(), z, eps=1e-3)
-    assert ls["normalization"].item() < 1e-10 and ls["invariance"].item() < 1e-3
+    assert ls.normalization.item() < 1e-10 and ls.invariance.item() < 1e-3
     # a radial (outward) field changes the oracle a lot
     class Radial(LatentFlow):
         def forward(self, z): return (z / z.norm(dim=1, keepdim=True))[:, None]
-    assert flow_losses(Radial(2, 1), RadialOracle(), z, eps=1e-3)["invariance"].item() > 1.0
+    assert flow_losses(Radial(2, 1), RadialOracle(), z, eps=1e-3).invariance.item() > 1.0
 
+
+
+def test_symmetry_imports_only_lower_layers():
+    "manifold_nb.symmetry imports core, data, models and methods only: no other study, no harness."
+    import ast
+    from pathlib import Path
+    import manifold_nb.symmetry as sym
+    tree = ast.parse(Path(sym.__file__).read_text())
+    local = {n.module.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.level and n.module}
+    local |= {n.module.split(".")[1] for n in ast.walk(tree)
+              if isinstance(n, ast.ImportFrom) and not n.level and n.module and n.module.startswith("manifold_nb.")}
+    allowed = {"utils", "cache", "train", "plots", "transforms", "data", "models", "conduit", "probes", "maps"}
+    assert local and local <= allowed, sorted(local - allowed)

@@ -1,4 +1,4 @@
-"""Fully connected, small convolutional, deep convolutional and rotation-equivariant (e2cnn) VAEs with latent size 2, 16 or 64, and their ELBO.
+"""Fully connected, small convolutional, deep convolutional and rotation-equivariant (e2cnn) VAEs with latent size 2, 16 or 64, their ELBO, and their cached training.
 
 Docs: https://manifold-nb.github.io/manifold-nb/models/vae.html.md"""
 
@@ -10,16 +10,20 @@ import math
 import torch
 from torch import nn
 import torch.nn.functional as F
-from ..utils import check_choice
+from pathlib import Path
+from ..utils import check_choice, set_seed
+from ..cache import cached_model, fingerprint
+from ..train import fit
 
 # %% auto #0
-__all__ = ['VAE_ARCHS', 'LATENT_SIZES', 'VAE_VERSION', 'FCEncoder', 'FCDecoder', 'SmallConvEncoder', 'SmallConvDecoder',
+__all__ = ['VAE_ARCHS', 'VAE_LATENT_SIZES', 'VAE_VERSION', 'FCEncoder', 'FCDecoder', 'SmallConvEncoder', 'SmallConvDecoder',
            'DeepConvEncoder', 'DeepConvDecoder', 'EquivariantEncoder', 'rotate_latent_blocks', 'VAE',
-           'kl_to_standard_normal', 'negative_elbo', 'vae_loss', 'make_vae', 'encode_mean', 'decode_images']
+           'kl_to_standard_normal', 'negative_elbo', 'vae_loss', 'make_vae', 'encode_mean', 'encode_posterior',
+           'decode_images', 'train_vae']
 
 # %% ../../nbs/models/vae.ipynb #c3b13673
 VAE_ARCHS = ('fc', 'small_conv', 'deep_conv', 'equivariant')  # architectures of the document
-LATENT_SIZES = (2, 16, 64)  # latent sizes of the document
+VAE_LATENT_SIZES = (2, 16, 64)  # latent sizes of the symmetry-discovery document's VAEs (autoencoders: `AE_LATENT_SIZES`)
 VAE_VERSION = 2  # bump when an architecture changes: it is part of every cached VAE's key
 
 # %% ../../nbs/models/vae.ipynb #0a722d28
@@ -162,10 +166,10 @@ def vae_loss(model:VAE, batch:tuple, beta:float=1.0) -> torch.Tensor:
 
 # %% ../../nbs/models/vae.ipynb #0e536c12
 def make_vae(arch:str='small_conv', # one of `VAE_ARCHS`
-             latent_dim:int=2, # one of `LATENT_SIZES`
+             latent_dim:int=2, # one of `VAE_LATENT_SIZES`
             ) -> VAE:
     "A fresh VAE of architecture `arch` with latent size `latent_dim`."
-    check_choice('arch', arch, VAE_ARCHS); check_choice('latent_dim', latent_dim, LATENT_SIZES)
+    check_choice('arch', arch, VAE_ARCHS); check_choice('latent_dim', latent_dim, VAE_LATENT_SIZES)
     if arch == 'fc': enc, dec = FCEncoder(latent_dim), FCDecoder(latent_dim)
     elif arch == 'small_conv': enc, dec = SmallConvEncoder(latent_dim), SmallConvDecoder(latent_dim)
     elif arch == 'deep_conv': enc, dec = DeepConvEncoder(latent_dim), DeepConvDecoder(latent_dim)
@@ -179,7 +183,43 @@ def encode_mean(model:VAE, X:torch.Tensor, batch_size:int=1000, device:str='cpu'
     return torch.cat([model.encode(X[i:i+batch_size].to(device))[0].cpu() for i in range(0, len(X), batch_size)])
 
 @torch.no_grad()
+def encode_posterior(model:VAE, # trained VAE
+                     X:torch.Tensor, # images (..., 1, 28, 28) in [0, 1], any leading shape
+                     batch_size:int=1000, # images per forward pass
+                     device:str='cpu', # device to run on
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
+    "Posterior means and log-variances `(..., latent_dim)` of `X`, in batches, on the CPU."
+    if not isinstance(X, torch.Tensor) or X.ndim < 4: raise ValueError(f"X must be a tensor of images (..., C, H, W); got {type(X).__name__} of shape {tuple(getattr(X, 'shape', ()))}")
+    lead = X.shape[:-3]; Xf = X.reshape(-1, *X.shape[-3:]); model.eval().to(device)
+    out = [model.encode(Xf[i:i+batch_size].to(device)) for i in range(0, len(Xf), batch_size)]
+    return tuple(torch.cat([o[j].cpu() for o in out]).reshape(*lead, -1) for j in (0, 1))
+
+@torch.no_grad()
 def decode_images(model:VAE, Z:torch.Tensor, batch_size:int=1000, device:str='cpu') -> torch.Tensor:
     "Decoded images (sigmoid of the logits, in [0, 1]) of the latents `Z`, on the CPU."
     model.eval().to(device)
     return torch.cat([model.decode(Z[i:i+batch_size].to(device)).sigmoid().cpu() for i in range(0, len(Z), batch_size)])
+
+# %% ../../nbs/models/vae.ipynb #99c8345e
+def train_vae(arch:str, # one of `VAE_ARCHS`
+              latent_dim:int, # one of `VAE_LATENT_SIZES`
+              X:torch.Tensor, # training images (N, 1, 28, 28) in [0, 1]
+              epochs:int=5, # passes over `X`
+              lr:float=1e-3, # Adam learning rate
+              batch_size:int=128, # images per step
+              seed:int=0, # seeds the initial weights and the shuffling
+              device:str='cpu', # device to train on
+              beta:float=1.0, # weight of the KL term (1 = the ELBO)
+              retrain:bool=False, # train again even if a cached VAE exists
+              cache_root:str|Path|None=None, # cache folder (default: `manifold_nb.cache.cache_dir()`)
+             ) -> VAE:
+    "A VAE trained on `X` with the negative ELBO, loaded from the cache when this configuration was trained before."
+    check_choice('arch', arch, VAE_ARCHS); check_choice('latent_dim', latent_dim, VAE_LATENT_SIZES)
+    if not isinstance(X, torch.Tensor): raise TypeError(f"X must be a torch.Tensor; got {type(X).__name__}")
+    if X.ndim != 4 or tuple(X.shape[1:]) != (1, 28, 28): raise ValueError(f"X must have shape (N, 1, 28, 28); got {tuple(X.shape)}")
+    config = dict(arch=arch, latent_dim=latent_dim, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed, beta=beta, version=VAE_VERSION)
+    def build(): set_seed(seed); return make_vae(arch, latent_dim)
+    def train(m): return fit(m, (X,), lambda m, b: vae_loss(m, b, beta), epochs=epochs, lr=lr, batch_size=batch_size,
+                             device=device, seed=seed, desc=f'VAE {arch} d={latent_dim}')
+    return cached_model(f'vae_{arch}_{latent_dim}', config, build, train, data_fp=fingerprint(X), retrain=retrain, device=device,
+                        root=cache_root)
