@@ -9,6 +9,7 @@ from __future__ import annotations
 import json, math, time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 import numpy as np
 import torch
 from scipy.sparse.linalg import LinearOperator, cg
@@ -30,27 +31,30 @@ def relative_error(estimate:torch.Tensor|np.ndarray, # any shape
     return ((e - r).norm()/r.norm()).item()
 
 # %% ../nbs/01_generators.ipynb #e1614a5a
-def feature_derivative(features, # feature map: (B, C, H, W) -> (B, D)
+def _check_callable(features):
+    if not callable(features): raise TypeError(f"features must be callable (images (B, C, H, W) -> (B, D)); got {type(features).__name__}")
+
+def feature_derivative(features:Callable, # feature map: images (B, C, H, W) -> features (B, D)
                        x:torch.Tensor, # images (B, C, H, W)
                        dx:torch.Tensor, # pixel tangent, same shape as x
                        batch_size:int=500, # images per batch
                       ) -> tuple:
     "Features A = features(x) and dA = features'(x)·dx by forward-mode AD (torch.func.jvp), in batches."
-    x = check_images(x)
+    _check_callable(features); x = check_images(x)
     if x.shape != dx.shape: raise ValueError(f"x and dx must have the same shape; got {tuple(x.shape)} and {tuple(dx.shape)}")
     out = [torch.func.jvp(features, (x[i:i+batch_size],), (dx[i:i+batch_size],)) for i in range(0, len(x), batch_size)]
     return torch.cat([a.detach() for a, _ in out]), torch.cat([d.detach() for _, d in out])
 
-def fd_feature_derivative(features, # feature map: (B, C, H, W) -> (B, D)
+def fd_feature_derivative(features:Callable, # feature map: images (B, C, H, W) -> features (B, D)
                           x:torch.Tensor, # images (B, C, H, W)
                           kind:str='rotation', # one of `TRANSFORMS`
-                          eps:float=1e-4, # step
+                          eps:float=1e-4, # step (radians, pixels or log-scale)
                           scheme:str='forward', # "forward" (the document) or "richardson"
                           batch_size:int=500, # images per batch
                          ) -> torch.Tensor:
     "Finite-difference feature derivative (features(g_eps x) - features(g_0 x))/eps (the document's), in batches."
     check_choice('kind', kind, TRANSFORMS); check_choice('scheme', scheme, ('forward', 'richardson')); check_positive('eps', eps)
-    x = check_images(x)
+    _check_callable(features); x = check_images(x)
     def one(xb):
         f0 = features(transform(xb, 0., kind))
         D = lambda h: (features(transform(xb, h, kind)) - f0)/h

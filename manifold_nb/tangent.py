@@ -38,7 +38,7 @@ def transformation_tangents(images:torch.Tensor|np.ndarray, # base images (N,1,2
 # %% ../nbs/04_ae_tangent.ipynb #9eb75431
 class eval_mode:
     "Context manager: put `model` in eval mode (BatchNorm uses running statistics) and restore its flag afterwards."
-    def __init__(self, model): self.model = model
+    def __init__(self, model:nn.Module): self.model = model   # the model whose train/eval flag is managed
     def __enter__(self): self.was = self.model.training; self.model.eval(); return self.model
     def __exit__(self, *exc): self.model.train(self.was)
 
@@ -50,10 +50,10 @@ def _check_latents(model, z):
 
 # %% ../nbs/04_ae_tangent.ipynb #4421ab10
 def decoder_jacobians(model:nn.Module, # autoencoder with `decode(z) -> (N,1,28,28)` and `latent_dim`
-                      z, # latent codes (N, L)
+                      z:torch.Tensor, # latent codes (N, L)
                       method:str="jacfwd", # "jacfwd" (L forward tangents, best for L < 784) or "jacrev"
                       batch_size:int|None=None, # codes per vmap call (bounds memory); None: 2048 // L
-                      device="cpu", # torch device
+                      device:str|torch.device="cpu", # torch device
                       progress:bool=False, # tqdm bar over batches
                      )->torch.Tensor: # (N, 784, L) float32 on the CPU
     "Decoder Jacobians `d decode(z) / dz` at every code, batched with `torch.func.vmap` (model in eval mode)."
@@ -70,8 +70,8 @@ def decoder_jacobians(model:nn.Module, # autoencoder with `decode(z) -> (N,1,28,
     return torch.cat(out) if out else torch.zeros(0, INPUT_SIZE, model.latent_dim)
 
 def decoder_jacobians_loop(model:nn.Module, # autoencoder with `decode` and `latent_dim`
-                           z, # latent codes (N, L)
-                           device="cpu", # torch device
+                           z:torch.Tensor, # latent codes (N, L)
+                           device:str|torch.device="cpu", # torch device
                            progress:bool=False, # tqdm bar over images
                           )->torch.Tensor: # (N, 784, L)
     "The document's per-image `torch.autograd.functional.jacobian` loop (reference and benchmark baseline)."
@@ -85,31 +85,31 @@ def decoder_jacobians_loop(model:nn.Module, # autoencoder with `decode` and `lat
 # %% ../nbs/04_ae_tangent.ipynb #aef17b01
 def default_rank_rtol(n_rows:int=INPUT_SIZE, # rows of the Jacobian (784)
                       n_cols:int=128, # columns (latent size)
-                      dtype=torch.float32, # dtype the Jacobian was computed in
+                      dtype:torch.dtype=torch.float32, # dtype the Jacobian was computed in
                      )->float:
     "NumPy's default `matrix_rank` tolerance relative to the largest singular value: `max(M,N) * eps(dtype)`."
     return max(n_rows, n_cols) * torch.finfo(dtype).eps
 
-def numerical_rank(singular_values, # (..., k) singular values, descending
+def numerical_rank(singular_values:torch.Tensor|np.ndarray, # (..., k) singular values, descending
                    rtol:float, # relative tolerance: count s > rtol * s_max
                   )->torch.Tensor: # (...,) integer ranks
     "Number of singular values above `rtol` times the largest one."
     s = torch.as_tensor(singular_values)
     return (s > rtol * s[..., :1]).sum(-1)
 
-def column_space(J, # (N, D, L) Jacobians
-                 rtol:float|None=None, # relative singular-value cutoff; None: `default_rank_rtol`
-                ):
+def column_space(J:torch.Tensor|np.ndarray, # (N, D, L) Jacobians
+                 rtol:float|None=None, # relative singular-value cutoff in (0, 1); None: `default_rank_rtol`
+                )->tuple: # U (N, D, L) float64, S (N, L) descending, keep (N, L) bool: S > rtol · S_max
     "Batched SVD of `J` in float64: left singular vectors `U`, singular values `S` and the mask of kept columns."
     J = torch.as_tensor(J).double()
     if J.ndim != 3: raise ValueError(f"J must have shape (N, D, L); got {tuple(J.shape)}")
-    rtol = default_rank_rtol(J.shape[1], J.shape[2]) if rtol is None else rtol
+    rtol = default_rank_rtol(J.shape[1], J.shape[2]) if rtol is None else check_positive("rtol", rtol)
     U, S, _ = torch.linalg.svd(J, full_matrices=False)
     return U, S, (S > rtol * S[:, :1])
 
-def projection_angles(U, # (N, D, L) orthonormal columns (from `column_space`)
-                      keep, # (N, L) boolean mask of the columns that span the space
-                      v, # (N, D) vectors
+def projection_angles(U:torch.Tensor, # (N, D, L) orthonormal columns (from `column_space`)
+                      keep:torch.Tensor, # (N, L) boolean mask of the columns that span the space
+                      v:torch.Tensor|np.ndarray, # (N, D) vectors
                      )->torch.Tensor: # (N,) angles in degrees
     "Angle between each `v[i]` and its orthogonal projection onto the span of the kept columns of `U[i]`."
     v = torch.as_tensor(v).double()
@@ -117,8 +117,8 @@ def projection_angles(U, # (N, D, L) orthonormal columns (from `column_space`)
     proj = torch.einsum("ndk,nk->nd", U, coef)
     return torch.rad2deg(torch.atan2((v - proj).norm(dim=1), proj.norm(dim=1)))
 
-def tangent_space_angles(J, # (N, D, L) Jacobians (tangent-space spanning sets), or (D, L) shared by all
-                         v, # (N, D) vectors to project (e.g. finite-difference tangents)
+def tangent_space_angles(J:torch.Tensor|np.ndarray, # (N, D, L) Jacobians (tangent-space spanning sets), or (D, L) shared by all
+                         v:torch.Tensor|np.ndarray, # (N, D) vectors to project (e.g. finite-difference tangents)
                          rtol:float|None=None, # relative singular-value cutoff for the column space; None: `default_rank_rtol`
                         )->torch.Tensor: # (N,) angles in degrees, in [0, 90]
     "Angle between each `v[i]` and its least-squares projection onto the column space of `J[i]`."
@@ -175,7 +175,7 @@ def tangent_analysis(model:nn.Module, # autoencoder or PCAAutoencoder (encode/de
                            torch.cat(rank).numpy(), rtol, amounts)
 
 # %% ../nbs/04_ae_tangent.ipynb #7c61fca4
-def summarize(values, # (N,) numbers, e.g. angles
+def summarize(values:np.ndarray|list, # (N,) numbers, e.g. angles
              )->dict:
     "Mean, 95 % confidence interval of the mean (normal approximation) and the central 95 % range of `values`."
     v = np.asarray(values, dtype=float); n = len(v)
@@ -184,9 +184,9 @@ def summarize(values, # (N,) numbers, e.g. angles
     return dict(n=n, mean=m, ci95=[m - half, m + half], range95=[float(np.percentile(v, 2.5)), float(np.percentile(v, 97.5))],
                 median=float(np.median(v)))
 
-def summarize_by_class(values, # (N,) numbers
-                       labels, # (N,) integer class labels
-                       class_names, # name of each class index
+def summarize_by_class(values:np.ndarray, # (N,) numbers
+                       labels:np.ndarray, # (N,) integer class labels
+                       class_names:list, # name of each class index
                       )->dict: # {"all": summary, class name: summary, ...}
     "`summarize` over all values and per class."
     v, y = np.asarray(values, dtype=float), np.asarray(labels)
@@ -196,7 +196,7 @@ def summarize_by_class(values, # (N,) numbers
         if (y == c).any(): res[name] = summarize(v[y == c])
     return res
 
-def stratified_indices(labels, # (N,) integer labels
+def stratified_indices(labels:np.ndarray, # (N,) integer labels
                        n_per_class:int, # images per class
                       )->np.ndarray: # sorted indices
     "The first `n_per_class` indices of every class, in file order."
@@ -208,8 +208,8 @@ def stratified_indices(labels, # (N,) integer labels
     return np.sort(np.concatenate(idx))
 
 # %% ../nbs/04_ae_tangent.ipynb #99dc7601
-def linear_path(a, # start (any shape)
-                b, # end (same shape)
+def linear_path(a:torch.Tensor, # start (any shape)
+                b:torch.Tensor, # end (same shape)
                 steps:int=5, # number of points
                )->torch.Tensor: # (steps, *a.shape)
     "The document's `get_representations_between`: `a + i (b - a) / steps` for `i = 0..steps-1` (starts at `a`, stops one step short of `b`)."
