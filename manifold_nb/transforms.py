@@ -115,11 +115,11 @@ def _spline_stack(x, S, s):
 
 def _spline(x, t, kind):
     B, C, H, W = x.shape
-    xs = x.detach().cpu().double().numpy().reshape(B, C, H, W)
-    S, s = (m.numpy() for m in source_map(kind, t.detach().cpu().double()))
-    out = np.empty_like(xs)
-    for v in np.unique(t.detach().cpu().double().numpy()):
-        i = np.flatnonzero(t.detach().cpu().double().numpy() == v)
+    xs, tn = x.detach().cpu().double().numpy(), t.detach().cpu().double()
+    S, s = (m.numpy() for m in source_map(kind, tn))
+    out, tn = np.empty_like(xs), tn.numpy()
+    for v in np.unique(tn):                       # one resampling per distinct parameter
+        i = np.flatnonzero(tn == v)
         out[i] = _spline_stack(xs[i].reshape(-1, H, W), S[i[0]], s[i[0]]).reshape(len(i), C, H, W)
     return torch.from_numpy(out).to(dtype=x.dtype, device=x.device)
 
