@@ -77,10 +77,11 @@ def source_map(kind:str, # one of `TRANSFORMS`
     return E[:, :2, :2], E[:, :2, 2]
 
 # %% ../nbs/core/transforms.ipynb #25bdd5d9
-def _check_t(t, B, dtype, device):
+def _check_t(t, B):
+    "The group parameters as a float64 CPU tensor (B,): exact degrees for exact radians, e.g. radians(30) -> 30.0, not 30.000002."
     if isinstance(t, bool) or not isinstance(t, (int, float, np.number, np.ndarray, torch.Tensor)):
         raise TypeError(f"t must be a number or a tensor of shape (B,); got {type(t).__name__}")
-    t = torch.as_tensor(t, dtype=dtype, device=device).reshape(-1)
+    t = (t.detach().to('cpu', torch.float64) if isinstance(t, torch.Tensor) else torch.as_tensor(t, dtype=torch.float64)).reshape(-1)
     if t.numel() not in (1, B): raise ValueError(f"t must be one value or one per image ({B}); got {t.numel()} values")
     if not torch.isfinite(t).all(): raise ValueError(f"t must be finite; got {t.tolist()}")
     return t.expand(B)
@@ -91,6 +92,7 @@ def transform_affine(x:torch.Tensor, # images (B, C, H, W)
                     ) -> torch.Tensor: # (B, C, H, W)
     "Bilinear warp (kornia `warp_affine`, align_corners=True, zero padding) that samples x at q(p) = c + S (p - c) + s."
     B, _, H, W = x.shape
+    S, s = S.to(x.device, x.dtype), s.to(x.device, x.dtype)
     c = torch.tensor([(W - 1)/2, (H - 1)/2], dtype=x.dtype, device=x.device)
     M = torch.cat([S, (c + s - S @ c)[..., None]], 2).to(x.dtype)                  # q = M [p; 1]: output -> source
     bottom = torch.tensor([0., 0., 1.], dtype=x.dtype, device=x.device).expand(len(M), 1, 3)
@@ -98,12 +100,13 @@ def transform_affine(x:torch.Tensor, # images (B, C, H, W)
     return KT.warp_affine(x, fwd, (H, W), align_corners=True)
 
 def _bilinear(x, t, kind):
-    z = torch.zeros_like(t)
-    if kind == 'rotation': return KT.rotate(x, torch.rad2deg(t))
+    "kornia's dedicated warps; t (B,) float64 on the CPU (degrees converted in float64, then rounded once to x's dtype)."
+    if kind == 'rotation': return KT.rotate(x, torch.rad2deg(t).to(x.device, x.dtype))
+    t = t.to(x.device, x.dtype); z = torch.zeros_like(t)
     if kind == 'shift_x': return KT.translate(x, torch.stack([t, z], 1))
     if kind == 'shift_y': return KT.translate(x, torch.stack([z, t], 1))
     if kind == 'scale': s = torch.exp(t); return KT.scale(x, torch.stack([s, s], 1))
-    return transform_affine(x, *source_map(kind, t, x.dtype, x.device))   # any further affine group
+    return transform_affine(x, *source_map(kind, t.double().cpu()))   # any further affine group
 
 def _spline_stack(x, S, s):
     "Cubic-spline resampling of an (n, H, W) float64 stack at q(p) = c + S (p - c) + s, in (row, col) = (y, x) order."
@@ -115,7 +118,7 @@ def _spline_stack(x, S, s):
 
 def _spline(x, t, kind):
     B, C, H, W = x.shape
-    xs, tn = x.detach().cpu().double().numpy(), t.detach().cpu().double()
+    xs, tn = x.detach().cpu().double().numpy(), t
     S, s = (m.numpy() for m in source_map(kind, tn))
     out, tn = np.empty_like(xs), tn.numpy()
     for v in np.unique(tn):                       # one resampling per distinct parameter
@@ -141,7 +144,7 @@ def transform(x:torch.Tensor, # images (B, C, H, W)
 
     Example: ``transform(x, math.pi/2)`` equals ``torch.rot90(x, 1, (-2, -1))`` for square images."""
     _check_kind(kind); check_choice('interpolation', interpolation, INTERPOLATIONS)
-    x = check_images(x); t = _check_t(t, len(x), torch.float64 if interpolation == 'spline' else x.dtype, x.device)
+    x = check_images(x); t = _check_t(t, len(x))
     return _bilinear(x, t, kind) if interpolation == 'bilinear' else _spline(x, t, kind)
 
 def orbit(x:torch.Tensor, # images (N, C, H, W)

@@ -27,6 +27,14 @@ def test_quarter_turn_is_rot90_counter_clockwise(interpolation):
     assert (y - torch.rot90(x, -1, (-2, -1))).abs().max() > 0.1
 
 
+def test_exact_degrees():
+    "radians(30) is kornia's rotate by exactly 30.0 degrees: degrees are rounded once, from float64 (not 30.000002)."
+    import kornia.geometry.transform as KT
+    x = torch.rand(2, 1, 28, 28)
+    for deg in (30., -7.5, 120.):
+        assert torch.equal(transform(x, math.radians(deg)), KT.rotate(x, torch.full((2,), deg)))
+
+
 def test_shift_directions():
     x = zero_border()
     assert (transform(x, 2., "shift_x")[..., 2:] - x[..., :-2]).abs().max() < 1e-6      # right
