@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from .cache import cache_dir, cached_file
+from .transforms import orbit
 from .utils import atomic_write, check_choice
 
 # %% auto #0
@@ -333,18 +334,6 @@ def check_digits(digits # iterable of MNIST classes
         raise ValueError(f"digits must be a non-empty list of distinct integers in 0-9; got {digits!r}")
     return sorted(int(d) for d in ds)
 
-# %% ../nbs/00_data.ipynb #c66c78d8
-def _rotate_images(X:torch.Tensor, # (N, C, H, W) images
-                   angles:list, # angles in degrees
-                   chunk:int=4096, # images rotated per kornia call
-                  ) -> torch.Tensor:
-    "Every image of `X` at every angle: `(N, len(angles), C, H, W)` (bilinear, about the centre)."
-    # lead: use transforms.orbit (radians): a stand-in identical to symmetry.rotate_images until manifold_nb.transforms is merged
-    from kornia.geometry.transform import rotate
-    A, a = len(angles), torch.as_tensor(angles, dtype=X.dtype)
-    Xr = X.repeat_interleave(A, 0); ang = a.repeat(len(X))
-    return torch.cat([rotate(Xr[i:i+chunk], ang[i:i+chunk]) for i in range(0, len(Xr), chunk)]).unflatten(0, (len(X), A))
-
 # %% ../nbs/00_data.ipynb #b3eae4ee
 def write_rotated_mnist(path:str|Path, # HDF5 file to write
                         digits:list, # digits to store (one key each)
@@ -362,12 +351,12 @@ def write_rotated_mnist(path:str|Path, # HDF5 file to write
     with h5py.File(path, 'w') as f:
         f.attrs.update(angles=np.array(angles), angle_step=angle_step, split=split, seed=seed, source='MNIST',
                        layout='key = digit; array (n, n_angles, 1, 28, 28) uint8 = round(255 * intensity)',
-                       rotation='kornia.geometry.transform.rotate, bilinear, about the image centre, counter-clockwise')
+                       rotation='manifold_nb.transforms.orbit: kornia bilinear rotation about the image centre, counter-clockwise')
         for d in digits:
             idx = (y == d).nonzero().squeeze(1)
             n = len(idx) if n_per_digit is None else min(n_per_digit, len(idx))
             idx = idx[torch.randperm(len(idx), generator=g)[:n]].sort().values
-            Xr = _rotate_images(X[idx], angles)
+            Xr = orbit(X[idx], np.deg2rad(angles), 'rotation')   # (n, A, 1, 28, 28)
             ds = f.create_dataset(str(d), data=(Xr*255).round().clamp(0, 255).to(torch.uint8).numpy())
             ds.attrs['mnist_index'] = idx.numpy()
     return Path(path)

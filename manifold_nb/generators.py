@@ -7,124 +7,54 @@ Docs: https://manifold-nb.github.io/manifold-nb/generators.html.md"""
 # %% ../nbs/01_generators.ipynb #305fe347
 from __future__ import annotations
 import json, math, time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 import numpy as np
 import torch
-import torch.nn.functional as F
-import kornia.geometry.transform as KT
 from scipy.sparse.linalg import LinearOperator, cg
 from .utils import check_choice, check_positive
+from .transforms import TRANSFORMS, SIDES, check_images, transform, lie_derivative, fd_derivative, operator_generator, velocity_field
 
 # %% auto #0
-__all__ = ['TRANSFORMS', 'SIDES', 'SCHEMES', 'SOLVERS', 'EQ_METHODS', 'transform', 'velocity_field', 'lie_derivative',
-           'fd_derivative', 'relative_error', 'operator_generator', 'feature_derivative', 'fd_feature_derivative',
+__all__ = ['SOLVERS', 'EQ_METHODS', 'relative_error', 'feature_derivative', 'fd_feature_derivative', 'GeneratorFit', 'min_rtol',
            'solve_generator', 'generator_stats', 'planted_generator_data', 'lie_generator', 'equivariance_residual',
-           'fit_r2', 'solve_equivariant_map', 'planted_equivariant_data']
-
-# %% ../nbs/01_generators.ipynb #20b09546
-TRANSFORMS = ('rotation', 'shift_x', 'shift_y', 'scale')  # the one-parameter groups
-
-def _check_images(x):
-    if not isinstance(x, torch.Tensor) or x.ndim != 4:
-        raise ValueError(f"x must be a tensor of shape (B, C, H, W); got {tuple(getattr(x, 'shape', ())) or type(x).__name__}")
-
-def transform(x:torch.Tensor, # images (B, C, H, W)
-              t:float|torch.Tensor, # group parameter: one value or one per image (radians, pixels or log-scale)
-              kind:str='rotation', # one of `TRANSFORMS`
-             ) -> torch.Tensor:
-    "Apply the group element with parameter `t` of transformation `kind` (kornia, bilinear, zero padding)."
-    check_choice('kind', kind, TRANSFORMS); _check_images(x)
-    t = torch.as_tensor(t, dtype=x.dtype, device=x.device).reshape(-1).expand(len(x))
-    z = torch.zeros_like(t)
-    if kind == 'rotation': return KT.rotate(x, torch.rad2deg(t))
-    if kind == 'shift_x': return KT.translate(x, torch.stack([t, z], 1))
-    if kind == 'shift_y': return KT.translate(x, torch.stack([z, t], 1))
-    s = torch.exp(t); return KT.scale(x, torch.stack([s, s], 1))
-
-def velocity_field(kind:str, # one of `TRANSFORMS`
-                   H:int=28, W:int=28, # image size
-                   dtype=torch.float32, device='cpu') -> tuple:
-    "Velocity (w_x, w_y), each (H, W), of the source point each output pixel samples, at t = 0 (pixels per unit t)."
-    check_choice('kind', kind, TRANSFORMS)
-    y, x = torch.meshgrid(torch.arange(H, dtype=dtype, device=device), torch.arange(W, dtype=dtype, device=device), indexing='ij')
-    cx, cy = (W - 1)/2, (H - 1)/2
-    one, zero = torch.ones_like(x), torch.zeros_like(x)
-    return {'rotation': (-(y - cy), x - cx), 'shift_x': (-one, zero), 'shift_y': (zero, -one), 'scale': (-(x - cx), -(y - cy))}[kind]
+           'fit_r2', 'EquivariantFit', 'solve_equivariant_map', 'planted_equivariant_data']
 
 # %% ../nbs/01_generators.ipynb #9e5a0ca6
-SIDES = ('right', 'left', 'central')  # one-sided derivatives at t = 0 and their average
-
-def lie_derivative(x:torch.Tensor, # images (B, C, H, W)
-                   kind:str='rotation', # one of `TRANSFORMS`
-                   side:str='right', # "right" (t -> 0+, what a forward difference estimates), "left" or "central" (their mean)
-                  ) -> torch.Tensor:
-    "Exact derivative of `transform(x, t, kind)` at t = 0: one-sided pixel differences times the velocity field."
-    check_choice('kind', kind, TRANSFORMS); check_choice('side', side, SIDES); _check_images(x)
-    wx, wy = velocity_field(kind, *x.shape[-2:], dtype=x.dtype, device=x.device)
-    xp = F.pad(x, (1, 1, 1, 1))   # zeros outside, as grid_sample's padding_mode='zeros'
-    c = xp[..., 1:-1, 1:-1]
-    fx, bx = xp[..., 1:-1, 2:] - c, c - xp[..., 1:-1, :-2]
-    fy, by = xp[..., 2:, 1:-1] - c, c - xp[..., :-2, 1:-1]
-    if side == 'central': return wx*(fx + bx)/2 + wy*(fy + by)/2
-    up = side == 'right'   # right derivative: difference on the side the velocity points to (upwind)
-    return wx*torch.where((wx > 0) == up, fx, bx) + wy*torch.where((wy > 0) == up, fy, by)
-
-SCHEMES = ('forward', 'central', 'richardson')  # finite-difference schemes
-
-def fd_derivative(x:torch.Tensor, # images (B, C, H, W)
-                  kind:str='rotation', # one of `TRANSFORMS`
-                  eps:float=1e-4, # step (radians, pixels or log-scale)
-                  scheme:str='forward', # "forward" (the document), "central" or "richardson"
-                  batch_size:int=500, # images per batch (the document: 500)
-                  dtype:torch.dtype|None=None, # compute in this precision (None: x's)
-                 ) -> torch.Tensor:
-    "Finite-difference derivative of `transform(x, t, kind)` at t = 0; forward = the document's (g_eps x - g_0 x)/eps."
-    check_choice('kind', kind, TRANSFORMS); check_choice('scheme', scheme, SCHEMES); _check_images(x)
-    check_positive('eps', eps); check_positive('batch_size', batch_size)
-    def one(xb):
-        xb = xb if dtype is None else xb.to(dtype)
-        D = lambda h: (transform(xb, h, kind) - transform(xb, 0., kind))/h
-        if scheme == 'forward': return D(eps)
-        if scheme == 'central': return (transform(xb, eps, kind) - transform(xb, -eps, kind))/(2*eps)
-        return 2*D(eps/2) - D(eps)
-    return torch.cat([one(x[i:i+batch_size]) for i in range(0, len(x), batch_size)])
-
-def relative_error(estimate, reference) -> float:
+def relative_error(estimate:torch.Tensor|np.ndarray, # any shape
+                   reference:torch.Tensor|np.ndarray, # same shape as `estimate`
+                  ) -> float:
     "Relative Frobenius error ‖estimate - reference‖ / ‖reference‖, computed in float64."
     e, r = torch.as_tensor(estimate).double(), torch.as_tensor(reference).double()
     if e.shape != r.shape: raise ValueError(f"estimate and reference must have the same shape; got {tuple(e.shape)} and {tuple(r.shape)}")
     return ((e - r).norm()/r.norm()).item()
 
-# %% ../nbs/01_generators.ipynb #b9f10d83
-def operator_generator(kind:str='rotation', # one of `TRANSFORMS`
-                       side:str='right', # see `lie_derivative`
-                       H:int=28, W:int=28, dtype=torch.float64) -> torch.Tensor:
-    "The (HW × HW) matrix of `lie_derivative` on flattened images: the generator of the discretised operator."
-    eye = torch.eye(H*W, dtype=dtype).reshape(H*W, 1, H, W)
-    return lie_derivative(eye, kind, side).reshape(H*W, H*W).T
-
 # %% ../nbs/01_generators.ipynb #e1614a5a
-def feature_derivative(features, # feature map: (B, C, H, W) -> (B, D)
+def _check_callable(features):
+    if not callable(features): raise TypeError(f"features must be callable (images (B, C, H, W) -> (B, D)); got {type(features).__name__}")
+
+def feature_derivative(features:Callable, # feature map: images (B, C, H, W) -> features (B, D)
                        x:torch.Tensor, # images (B, C, H, W)
                        dx:torch.Tensor, # pixel tangent, same shape as x
                        batch_size:int=500, # images per batch
                       ) -> tuple:
     "Features A = features(x) and dA = features'(x)·dx by forward-mode AD (torch.func.jvp), in batches."
-    _check_images(x)
+    _check_callable(features); x = check_images(x)
     if x.shape != dx.shape: raise ValueError(f"x and dx must have the same shape; got {tuple(x.shape)} and {tuple(dx.shape)}")
     out = [torch.func.jvp(features, (x[i:i+batch_size],), (dx[i:i+batch_size],)) for i in range(0, len(x), batch_size)]
     return torch.cat([a.detach() for a, _ in out]), torch.cat([d.detach() for _, d in out])
 
-def fd_feature_derivative(features, # feature map: (B, C, H, W) -> (B, D)
+def fd_feature_derivative(features:Callable, # feature map: images (B, C, H, W) -> features (B, D)
                           x:torch.Tensor, # images (B, C, H, W)
                           kind:str='rotation', # one of `TRANSFORMS`
-                          eps:float=1e-4, # step
+                          eps:float=1e-4, # step (radians, pixels or log-scale)
                           scheme:str='forward', # "forward" (the document) or "richardson"
                           batch_size:int=500, # images per batch
                          ) -> torch.Tensor:
     "Finite-difference feature derivative (features(g_eps x) - features(g_0 x))/eps (the document's), in batches."
     check_choice('kind', kind, TRANSFORMS); check_choice('scheme', scheme, ('forward', 'richardson')); check_positive('eps', eps)
-    _check_images(x)
+    _check_callable(features); x = check_images(x)
     def one(xb):
         f0 = features(transform(xb, 0., kind))
         D = lambda h: (features(transform(xb, h, kind)) - f0)/h
@@ -134,6 +64,16 @@ def fd_feature_derivative(features, # feature map: (B, C, H, W) -> (B, D)
 # %% ../nbs/01_generators.ipynb #90efe5f9
 SOLVERS = ('gram', 'svd', 'pinv')  # least-squares implementations
 
+@dataclass
+class GeneratorFit:
+    "A minimum-norm least-squares generator J of X Jᵀ = dX and how it was computed."
+    J: torch.Tensor                       # generator (d, d); float64, or X's dtype for method='pinv'
+    method: str                           # 'gram', 'svd', 'pinv' (`solve_generator`) or 'lie' (`lie_generator`)
+    rtol: float                           # relative singular-value cut-off applied (σ > rtol·σ_max kept)
+    rank: int|None = None                 # singular values of X kept (None for 'pinv', which torch does not report)
+    tol: float|None = None                # absolute cut-off rtol·σ_max (None for 'pinv')
+    singular_values: np.ndarray|None = None  # singular values of X (d,) or (min(N, d),), descending (None for 'pinv')
+
 def _gram(X, blocks:int=4):
     "XᵀX from its upper block triangle only (a blocked SYRK: about 5/8 of the full product's work for 4 blocks)."
     d = X.shape[1]; e = [round(i*d/blocks) for i in range(blocks + 1)]
@@ -142,9 +82,37 @@ def _gram(X, blocks:int=4):
         R = X[:, a:b].T @ X[:, a:]; G[a:b, a:] = R; G[a:, a:b] = R.T
     return G
 
-def _default_rtol(X, rtol):
-    "The cut-off `rtol`, or max(N, d)·eps_float32 (torch.linalg.pinv's float32 default) when it is None."
-    return max(X.shape)*torch.finfo(torch.float32).eps if rtol is None else check_positive('rtol', rtol)
+def min_rtol(method:str, # "gram", "svd", "pinv" or "lie"
+             N:int, d:int, # shape of X (samples, dimension)
+             dtype:torch.dtype=torch.float32, # X's dtype (matters for "pinv" only, which computes in it)
+            ) -> float: # the smallest rtol the method accepts
+    "Smallest relative singular value σ/σ_max that `method` resolves for an (N, d) matrix: max(N, d)·ε, or its square root for the Gram routes."
+    check_choice('method', method, SOLVERS + ('lie',))
+    n = max(N, d); e64 = torch.finfo(torch.float64).eps
+    if method == 'svd': return n*e64
+    if method == 'pinv': return n*torch.finfo(dtype).eps
+    return math.sqrt(n*e64)   # gram, lie: the eigenvalues σ² of XᵀX are known to ≈ n·ε·σ_max²
+
+def _as_finite_matrix(name, X):
+    if isinstance(X, np.ndarray): X = torch.from_numpy(X)
+    if not isinstance(X, torch.Tensor): raise TypeError(f"{name} must be a torch.Tensor or numpy array (N, d); got {type(X).__name__}")
+    if not torch.isfinite(X).all():
+        raise ValueError(f"{name} contains non-finite values ({int((~torch.isfinite(X)).sum())} NaN or inf entries); "
+                         "the generator of non-finite data is undefined")
+    return X
+
+def _resolve_rtol(X, rtol, method):
+    "The cut-off: `rtol`, or max(N, d)·eps_float32 (torch.linalg.pinv's float32 default) when None; refused below `min_rtol`."
+    if rtol is None: return max(X.shape)*torch.finfo(torch.float32).eps
+    check_positive('rtol', rtol)
+    if rtol >= 1: raise ValueError(f"rtol must be < 1 (a fraction of the largest singular value); got {rtol!r}")
+    lo = min_rtol(method, *X.shape, X.dtype)
+    if rtol < lo:
+        raise ValueError(f"rtol={rtol:.3g} is below what method={method!r} can resolve for X of shape {tuple(X.shape)} "
+                         f"(smallest resolvable σ/σ_max = {lo:.2g}"
+                         + (", the Gram matrix squares the condition number); use method='svd' or rtol >= " if method in ('gram', 'lie') else "); use rtol >= ")
+                         + f"{lo:.2g}")
+    return float(rtol)
 
 def _gram_eigh(X, rtol):
     "X in float64, its singular values and right singular vectors (from the eigendecomposition of XᵀX), and the rank at rtol."
@@ -152,31 +120,29 @@ def _gram_eigh(X, rtol):
     s, V = ev.flip(0).clamp_min(0).sqrt(), V.flip(1)
     return Xd, s, V, int((s > rtol*s[0]).sum())
 
-def solve_generator(X:torch.Tensor, # samples (N, d)
-                    dX:torch.Tensor, # their derivatives (N, d)
-                    rtol:float|None=None, # relative singular-value cut-off (None: max(N, d)·eps_float32)
-                    method:str='gram', # "gram", "svd" or "pinv" (the document's)
-                   ) -> tuple:
-    "Minimum-norm least-squares generator J (d × d) of X Jᵀ = dX, and info (rank, tolerance, singular values of X)."
+def solve_generator(X:torch.Tensor, # samples (N, d), finite
+                    dX:torch.Tensor, # their derivatives (N, d), finite
+                    rtol:float|None=None, # relative singular-value cut-off in [min_rtol(method, N, d), 1) (None: max(N, d)·eps_float32)
+                    method:str='gram', # "gram" (float64 Gram eigendecomposition), "svd" (float64) or "pinv" (the document's)
+                   ) -> GeneratorFit:
+    "Minimum-norm least-squares generator J (d × d) of X Jᵀ = dX, with its rank, cut-off and the singular values of X."
     check_choice('method', method, SOLVERS)
-    X, dX = torch.as_tensor(X), torch.as_tensor(dX)
+    X, dX = _as_finite_matrix('X', X), _as_finite_matrix('dX', dX)
     if X.ndim != 2 or dX.shape != X.shape:
         raise ValueError(f"X and dX must be matrices of the same shape (N, d); got {tuple(X.shape)} and {tuple(dX.shape)}")
-    rtol = _default_rtol(X, rtol)
+    rtol = _resolve_rtol(X, rtol, method)
     if method == 'pinv':
-        J, s = (torch.linalg.pinv(X, rtol=rtol) @ dX).T, None
-    elif method == 'svd':
+        return GeneratorFit((torch.linalg.pinv(X, rtol=rtol) @ dX).T, method, rtol)
+    if method == 'svd':
         U, s, Vh = torch.linalg.svd(X.double(), full_matrices=False)
         k = int((s > rtol*s[0]).sum())
         J = ((Vh[:k].T/s[:k]) @ (U[:, :k].T @ dX.double())).T
     else:
         Xd, s, V, k = _gram_eigh(X, rtol)
         J = ((V[:, :k]/s[:k]**2) @ (V[:, :k].T @ (Xd.T @ dX.double()))).T
-    info = dict(method=method, rtol=float(rtol))
-    if s is not None: info.update(rank=k, tol=float(rtol*s[0]), singular_values=s.cpu().numpy())
-    return J, info
+    return GeneratorFit(J, method, rtol, k, float(rtol*s[0]), s.cpu().numpy())
 
-def generator_stats(J:torch.Tensor # square generator
+def generator_stats(J:torch.Tensor # square generator (d, d)
                    ) -> dict:
     "Frobenius norm, mean, std and skew-symmetric share ‖(J - Jᵀ)/2‖²/‖J‖² of J."
     J = torch.as_tensor(J).double()
@@ -197,26 +163,32 @@ def planted_generator_data(n:int=15, # samples
     return X, X @ J.T, J
 
 # %% ../nbs/01_generators.ipynb #51fd1d46
-def lie_generator(x:torch.Tensor, # images (N, C, H, W)
+def lie_generator(x:torch.Tensor, # images (N, C, H, W), finite
                   kind:str='rotation', # one of `TRANSFORMS`
                   side:str='right', # see `lie_derivative`
-                  rtol:float|None=None, # relative singular-value cut-off (None: max(N, d)·eps_float32)
-                 ) -> tuple:
+                  rtol:float|None=None, # relative singular-value cut-off in [min_rtol('lie', N, d), 1) (None: max(N, d)·eps_float32)
+                 ) -> GeneratorFit:
     "`solve_generator(x.flatten(1), lie_derivative(x).flatten(1))` computed as J = G P (P: projector onto the images' span)."
-    check_choice('kind', kind, TRANSFORMS); check_choice('side', side, SIDES); _check_images(x)
-    X = x.flatten(1); d = X.shape[1]; rtol = _default_rtol(X, rtol)
+    check_choice('kind', kind, TRANSFORMS); check_choice('side', side, SIDES); x = check_images(x)
+    X = _as_finite_matrix('x', x.flatten(1)); d = X.shape[1]; rtol = _resolve_rtol(X, rtol, 'lie')
     _, s, V, k = _gram_eigh(X, rtol)
     P = V[:, :k] @ V[:, :k].T                                                         # symmetric: rows = columns
     J = lie_derivative(P.reshape(d, *x.shape[1:]), kind, side).reshape(d, d).T        # column j: G applied to P[:, j]
-    return J, dict(method='lie', rtol=float(rtol), rank=k, tol=float(rtol*s[0]), singular_values=s.cpu().numpy())
+    return GeneratorFit(J, 'lie', rtol, k, float(rtol*s[0]), s.cpu().numpy())
 
 # %% ../nbs/01_generators.ipynb #d195a454
-def equivariance_residual(T, JA, JB) -> float:
+def equivariance_residual(T:np.ndarray, # map (f, p)
+                          JA:np.ndarray, # feature generator (f, f)
+                          JB:np.ndarray, # pixel generator (p, p)
+                         ) -> float:
     "‖T J_B - J_A T‖_F / ‖T‖_F: how far T (features × pixels) is from intertwining J_B and J_A."
     T, JA, JB = (np.asarray(m, dtype=np.float64) for m in (T, JA, JB))
     return float(np.linalg.norm(T @ JB - JA @ T)/np.linalg.norm(T))
 
-def fit_r2(T, A, B) -> float:
+def fit_r2(T:np.ndarray, # map (f, p)
+           A:np.ndarray, # features (N, f)
+           B:np.ndarray, # pixels (N, p)
+          ) -> float:
     "Coefficient of determination of A ≈ B Tᵀ (1 - residual / total sum of squares of A about its mean)."
     T, A, B = (np.asarray(m, dtype=np.float64) for m in (T, A, B))
     return float(1 - np.linalg.norm(B @ T.T - A)**2/np.linalg.norm(A - A.mean(0))**2)
@@ -233,18 +205,28 @@ def _check_equivariant_inputs(A, B, JA, JB, lam):
 
 EQ_METHODS = ('cg', 'kron')  # solvers for the equivariant map
 
-def solve_equivariant_map(A, # features (N, f)
-                          B, # pixels (N, p)
-                          JA, # feature generator (f, f)
-                          JB, # pixel generator (p, p)
+@dataclass
+class EquivariantFit:
+    "The λ-regularised equivariant map T and how the solver reached it."
+    T: np.ndarray          # map (f, p) from pixel vectors to feature vectors, a ≈ T b
+    method: str            # 'cg' (matrix-free) or 'kron' (explicit Kronecker system)
+    ridge: float           # μ used
+    iterations: int        # CG iterations (0 for 'kron')
+    converged: bool        # CG reached `tol` within `maxiter` (True for 'kron')
+    rel_residual: float    # relative residual of the normal equations (0 for 'kron')
+
+def solve_equivariant_map(A:np.ndarray, # features (N, f)
+                          B:np.ndarray, # pixels (N, p)
+                          JA:np.ndarray, # feature generator (f, f)
+                          JB:np.ndarray, # pixel generator (p, p)
                           lam:float, # weight λ >= 0 of the equivariance term
                           ridge:float|None=None, # μ (None: 1e-10 · ‖BᵀB/N‖₂)
                           method:str='cg', # "cg" (matrix-free) or "kron" (explicit Kronecker system, small problems)
                           tol:float=1e-8, # CG: relative residual of the normal equations
                           maxiter:int=500, # CG: iteration cap
-                          T0=None, # CG: warm start (f, p)
-                         ) -> tuple:
-    "T (f × p) minimising ‖B Tᵀ - A‖²/N + λ‖T J_B - J_A T‖² + μ‖T‖², and solver info."
+                          T0:np.ndarray|None=None, # CG: warm start (f, p)
+                         ) -> EquivariantFit:
+    "T (f × p) minimising ‖B Tᵀ - A‖²/N + λ‖T J_B - J_A T‖² + μ‖T‖², with the solver's convergence."
     check_choice('method', method, EQ_METHODS)
     A, B, JA, JB = _check_equivariant_inputs(A, B, JA, JB, lam)
     N, f, p = len(A), A.shape[1], B.shape[1]
@@ -255,7 +237,7 @@ def solve_equivariant_map(A, # features (N, f)
         M = np.kron(np.eye(p), JA) - np.kron(JB.T, np.eye(f))
         K = np.kron(G, np.eye(f)) + lam*M.T @ M + mu*np.eye(f*p)
         T = np.linalg.solve(K, R.reshape(-1, order='F')).reshape(f, p, order='F')
-        return T, dict(method='kron', ridge=mu, iterations=0, converged=True, rel_residual=0.)
+        return EquivariantFit(T, 'kron', float(mu), 0, True, 0.)
     lb, U = np.linalg.eigh(G + lam*JB @ JB.T + mu/2*np.eye(p))
     la, V = np.linalg.eigh(lam*JA.T @ JA + mu/2*np.eye(f))
     den = la[:, None] + lb[None, :]
@@ -271,7 +253,7 @@ def solve_equivariant_map(A, # features (N, f)
     def count(_): n_it[0] += 1
     x, flag = cg(L, Rh.ravel(), x0=x0, rtol=tol, atol=0., maxiter=maxiter, M=Pinv, callback=count)
     res = float(np.linalg.norm(matvec(x) - Rh.ravel())/np.linalg.norm(Rh))
-    return V @ x.reshape(f, p) @ U.T, dict(method='cg', ridge=float(mu), iterations=n_it[0], converged=flag == 0, rel_residual=res)
+    return EquivariantFit(V @ x.reshape(f, p) @ U.T, 'cg', float(mu), n_it[0], flag == 0, res)
 
 # %% ../nbs/01_generators.ipynb #165121d2
 def planted_equivariant_data(n:int=15, # samples

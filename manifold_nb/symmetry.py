@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 import torch.nn.functional as F
-from kornia.geometry.transform import rotate
+from .transforms import transform
 from .utils import check_choice, check_positive, set_seed
 from .data import rotation_angles, rotated_mnist_file, load_rotated_mnist
 from .cache import cached_model, fingerprint
@@ -36,7 +36,6 @@ def _check_images(name:str, # parameter name, quoted in the error
                   ndim:int=4, # 4: images (N, C, H, W); 5: images at every angle (N, A, C, H, W)
                  ) -> torch.Tensor:
     "Return `X` if it is a floating-point image tensor with `ndim` dimensions (`TypeError` / `ValueError` otherwise)."
-    # lead: use transforms.check_images once merged
     if not isinstance(X, torch.Tensor) or not X.is_floating_point():
         raise TypeError(f"{name} must be a floating-point torch.Tensor of images; got {type(X).__name__}")
     if X.ndim != ndim or X.shape[-3] != 1:
@@ -224,13 +223,12 @@ def train_flow(oracle:nn.Module, # latent (B, l) -> logits (B, K); frozen
 @torch.no_grad()
 def latent_rotation_direction(vae:nn.Module, # VAE whose posterior mean E is differentiated
                               X:torch.Tensor, # (N, 1, 28, 28) images in [0, 1]
-                              delta_deg:float=5.0, # half-width d of the central difference, in degrees
+                              delta:float=math.radians(5), # half-width d of the central difference, in radians
                               device:str='cpu', # device to run on
                              ) -> torch.Tensor:
-    "Observed latent velocity of rotation per radian, (E(R_d x) - E(R_-d x)) / (2 d), d in radians: (N, l)."
-    _check_images('X', X); check_positive('delta_deg', delta_deg)
-    d = torch.full((len(X),), float(delta_deg))     # lead: use transforms.transform(x, radians, 'rotation') once merged
-    return (encode_mean(vae, rotate(X, d), device=device) - encode_mean(vae, rotate(X, -d), device=device))/(2*math.radians(delta_deg))
+    "Observed latent velocity of rotation per radian, (E(R_d x) - E(R_-d x)) / (2 d): (N, l) (rotation as `transforms.transform`)."
+    _check_images('X', X); check_positive('delta', delta)
+    return (encode_mean(vae, transform(X, delta), device=device) - encode_mean(vae, transform(X, -delta), device=device))/(2*delta)
 
 @dataclass(frozen=True)
 class FieldAlignment:

@@ -7,9 +7,10 @@ from fastcore import test as fct   # (imported as a module so pytest does not co
 from scipy import ndimage
 
 from manifold_nb.models.autoencoders import build_autoencoder, check_images, PCAAutoencoder, fit_pca_autoencoders
-from manifold_nb.tangent import (TRANSFORMATIONS, transform_images, transformation_tangents, decoder_jacobians,
+from manifold_nb.tangent import (TRANSFORMATIONS, DEFAULT_AMOUNTS, TangentAnalysis, transformation_tangents, decoder_jacobians,
                                  decoder_jacobians_loop, tangent_space_angles, tangent_analysis, model_by_name,
                                  stratified_indices)
+from manifold_nb.transforms import transform
 
 MODELS = [f"{k}{L}" for k in ("conv", "fc", "pca") for L in (16, 32, 128)]
 DOC_PARAMS = dict(fc16=474_144, fc32=478_256, fc128=502_928, conv16=116_984, conv32=219_400, conv128=833_896)
@@ -88,7 +89,20 @@ def test_pca_known_answer():
     assert torch.allclose(tangent_space_angles(J[0].double(), outside), torch.full((4,), 90., dtype=torch.float64), atol=1e-5)
     # and the whole pipeline on PCA: angles are between 0 and 90 and the rank is k
     res = tangent_analysis(pca, torch.rand(5, 1, 28, 28, generator=g), progress=False)
-    assert (res["rank"] == 10).all() and all(((res[t] >= 0) & (res[t] <= 90)).all() for t in TRANSFORMATIONS)
+    assert isinstance(res, TangentAnalysis) and res.amounts == DEFAULT_AMOUNTS
+    assert (res.rank == 10).all() and all(((res.angles_deg[t] >= 0) & (res.angles_deg[t] <= 90)).all() for t in TRANSFORMATIONS)
+
+
+def test_tangent_of_a_direction_in_the_span_is_at_zero_degrees():
+    "PCA spanned by a shift's own tangent at a base image: that shift is at 0 degrees, the other one is not."
+    g = torch.Generator().manual_seed(2)
+    x0 = torch.nn.functional.pad(torch.rand(1, 1, 20, 20, generator=g, dtype=torch.float64), (4, 4, 4, 4))
+    v = torch.from_numpy(transformation_tangents(x0, "shift_x"))[0]
+    C = torch.stack([x0.flatten()/x0.norm(), v - (v @ x0.flatten())/x0.norm()**2*x0.flatten()])
+    C = torch.linalg.qr(C.T)[0].T                       # orthonormal span of x0 and its x-shift tangent
+    pca = PCAAutoencoder(C.float(), torch.zeros(784))
+    res = tangent_analysis(pca, x0.float(), progress=False)
+    assert res.angles_deg["shift_x"][0] < 0.05 and res.angles_deg["shift_y"][0] > 10
 
 
 def test_batched_matches_document():
@@ -98,8 +112,12 @@ def test_batched_matches_document():
     Jl = decoder_jacobians_loop(m, z)
     assert (decoder_jacobians(m, z) - Jl).abs().max() <= 1e-5 * Jl.abs().max()
     x = np.random.default_rng(0).random((5, 28, 28))
-    np.testing.assert_allclose(transform_images(x, "rotation"), np.stack([ndimage.rotate(i, 1, reshape=False) for i in x]), atol=1e-10)
-    np.testing.assert_allclose(transformation_tangents(x, "y_shift", 2.0).reshape(5, 28, 28),
+    xt = torch.from_numpy(x)[:, None]
+    np.testing.assert_allclose(transform(xt, math.radians(1), interpolation="spline")[:, 0].numpy()[:, 1:-1, 1:-1],
+                               np.stack([ndimage.rotate(i, 1, reshape=False) for i in x])[:, 1:-1, 1:-1], atol=1e-10)
+    np.testing.assert_allclose(transformation_tangents(x, "rotation", math.radians(1)).reshape(5, 28, 28)[:, 1:-1, 1:-1],
+                               np.stack([ndimage.rotate(i, 1, reshape=False) - i for i in x])[:, 1:-1, 1:-1], atol=1e-10)
+    np.testing.assert_allclose(transformation_tangents(x, "shift_y", 2.0).reshape(5, 28, 28),
                                np.stack([ndimage.shift(i, [2, 0]) - i for i in x]), atol=1e-10)
 
 
@@ -108,9 +126,12 @@ def test_bad_input_raises():
     fct.test_fail(lambda: build_autoencoder("resnet", 16), contains="kind must be one of")
     fct.test_fail(lambda: model_by_name({"fc16": None}, "fc64"), contains="model must be one of ['fc16']")
     fct.test_fail(lambda: check_images(torch.zeros(3, 1, 32, 32)), contains="x must have shape (N,1,28,28)")
-    fct.test_fail(lambda: transform_images(np.zeros((2, 28, 28)), "shear"), contains="transformation must be one of")
-    fct.test_fail(lambda: transform_images(np.zeros((2, 27, 28)), "rotation"), contains="images must have shape")
+    fct.test_fail(lambda: transformation_tangents(np.zeros((2, 28, 28)), "x_shift"), contains="kind must be one of")
+    fct.test_fail(lambda: transformation_tangents(np.zeros((2, 27, 28)), "rotation"), contains="images must have shape")
+    fct.test_fail(lambda: check_images([0.] * 784), contains="x must be a torch.Tensor or numpy array")
     fct.test_fail(lambda: decoder_jacobians(build_autoencoder("conv", 16), torch.zeros(2, 32)), contains="z must have shape (N, 16)")
-    fct.test_fail(lambda: tangent_analysis(build_autoencoder("fc", 16), torch.zeros(2, 1, 28, 28), transformations=("zoom",)),
-              contains="transformation must be one of")
+    fct.test_fail(lambda: tangent_analysis(build_autoencoder("fc", 16), torch.zeros(2, 1, 28, 28), kinds=("zoom",)),
+              contains="kind must be one of")
+    fct.test_fail(lambda: tangent_analysis(build_autoencoder("fc", 16), torch.zeros(2, 1, 28, 28), amounts={"x_shift": 1.}),
+              contains="amounts key must be one of")
     fct.test_fail(lambda: stratified_indices(np.array([0, 0, 1]), 2), contains="n_per_class=2")

@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 import torch
 
-from manifold_nb.generators import (TRANSFORMS, fd_derivative, lie_derivative, operator_generator, planted_equivariant_data,
-                                    planted_generator_data, relative_error, solve_equivariant_map, solve_generator,
-                                    equivariance_residual, transform)
+from manifold_nb.generators import (GeneratorFit, lie_generator, min_rtol, planted_equivariant_data, planted_generator_data,
+                                    relative_error, solve_equivariant_map, solve_generator, equivariance_residual)
+from manifold_nb.transforms import TRANSFORMS, fd_derivative, lie_derivative, operator_generator, transform
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +52,7 @@ def test_document_JB_norm_reproduced():
     from manifold_nb.data import load_mnist
     X, _ = load_mnist("test", n=5000)
     dB = fd_derivative(X, "rotation", eps=1e-4, batch_size=500).flatten(1)
-    J, _ = solve_generator(X.flatten(1), dB, method="pinv")
+    J = solve_generator(X.flatten(1), dB, method="pinv").J
     assert abs(J.norm().item()/400.50 - 1) < 5e-3
 
 
@@ -70,19 +70,53 @@ def test_planted_generator_recovered():
     for d in (4, 5):
         X, dX, J = planted_generator_data(15, d, seed=d)
         for method in ("gram", "svd"):
-            Jh, info = solve_generator(X, dX, method=method)
-            assert info["rank"] == d and relative_error(Jh, J) < 1e-8
+            fit = solve_generator(X, dX, method=method)
+            assert isinstance(fit, GeneratorFit) and fit.method == method
+            assert fit.rank == d and relative_error(fit.J, J) < 1e-8
+
+
+def test_rtol_below_resolution_refused():
+    "Issue 11.6: rank-3 data; at rtol=1e-9 the SVD route finds rank 3 and the planted norm 4.42, the Gram route refuses."
+    X, dX, J = planted_generator_data(n=15, d=6, rank=3, seed=0)
+    svd = solve_generator(X, dX, rtol=1e-9, method="svd")
+    assert svd.rank == 3 and abs(svd.J.norm().item() - 4.42) < 5e-3
+    P = torch.linalg.pinv(X) @ X
+    assert relative_error(svd.J, J @ P) < 1e-8                      # the planted generator on the data's span
+    with pytest.raises(ValueError, match=r"rtol=1e-09 is below what method='gram' can resolve"):
+        solve_generator(X, dX, rtol=1e-9, method="gram")
+    x = X.reshape(15, 1, 2, 3)
+    with pytest.raises(ValueError, match=r"below what method='lie' can resolve"):
+        lie_generator(x, rtol=1e-9)
+    with pytest.raises(ValueError, match=r"below what method='pinv' can resolve"):
+        solve_generator(X.float(), dX.float(), rtol=1e-9, method="pinv")
+    # at and above the floor, every method gives the SVD route's rank and generator
+    for method in ("gram", "svd", "pinv"):
+        r = max(min_rtol(method, 15, 6, torch.float64), 1e-7)
+        fit = solve_generator(X, dX, rtol=r, method=method)
+        assert relative_error(fit.J, solve_generator(X, dX, rtol=r, method="svd").J) < 1e-6, method
+        assert fit.rank in (None, 3)
+
+
+def test_non_finite_input_refused():
+    X, dX, _ = planted_generator_data(n=15, d=6, rank=3, seed=0)
+    Xn = X.clone(); Xn[0, 0] = float("nan")
+    for method in ("gram", "svd", "pinv"):
+        with pytest.raises(ValueError, match="X contains non-finite values"): solve_generator(Xn, dX, method=method)
+    with pytest.raises(ValueError, match="dX contains non-finite values"): solve_generator(X, dX/0.)
+    with pytest.raises(ValueError, match="x contains non-finite values"): lie_generator(Xn.reshape(15, 1, 2, 3))
+    with pytest.raises(TypeError, match="X must be a torch.Tensor"): solve_generator(X.tolist(), dX)
 
 
 def test_equivariant_solvers_agree():
     A, B, JA, JB, T0 = planted_equivariant_data()
     for lam in (0., 1., 10.):
-        Tc, _ = solve_equivariant_map(A, B, JA, JB, lam, tol=1e-13)
+        Tc = solve_equivariant_map(A, B, JA, JB, lam, tol=1e-13).T
         assert np.abs(Tc - T0).max() < 1e-8
     A, B, JA, JB, _ = planted_equivariant_data(noise=0.3, seed=3)
     for lam in (0.05, 5.):
-        Tk, _ = solve_equivariant_map(A, B, JA, JB, lam, method="kron")
-        Tc, _ = solve_equivariant_map(A, B, JA, JB, lam, tol=1e-13)
+        Tk = solve_equivariant_map(A, B, JA, JB, lam, method="kron").T
+        fit = solve_equivariant_map(A, B, JA, JB, lam, tol=1e-13); Tc = fit.T
+        assert fit.converged and fit.rel_residual < 1e-12
         assert np.abs(Tk - Tc).max() < 1e-8
     assert equivariance_residual(Tk, JA, JB) < 0.05
 

@@ -17,6 +17,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from ..cache import cached_model, fingerprint
 from ..train import fit, predict
+from ..transforms import check_images as _check_images
 from ..utils import get_device, set_seed
 
 # %% ../../nbs/models/autoencoders.ipynb #7a161498
@@ -26,18 +27,11 @@ AE_KINDS = ("conv", "fc")  # the document's two architectures
 AE_LATENT_SIZES = (16, 32, 128)  # latent sizes of the autoencoder-tangent document's autoencoders (VAEs: `VAE_LATENT_SIZES`)
 
 # %% ../../nbs/models/autoencoders.ipynb #b22f510a
-def check_images(x, # images: tensor or array of shape (N,1,28,28), (N,28,28) or (N,784)
+def check_images(x:torch.Tensor|np.ndarray, # images of shape (N,1,28,28), (N,28,28) or (N,784)
                  name:str="x", # argument name used in the error message
                 )->torch.Tensor: # float tensor of shape (N,1,28,28)
-    "Validate a batch of 28x28 grey images and return it as an `(N,1,28,28)` float tensor."
-    x = torch.as_tensor(x)
-    shp = tuple(x.shape)
-    if x.ndim == 4 and shp[1:] == IMAGE_SHAPE: pass
-    elif x.ndim == 3 and shp[1:] == IMAGE_SHAPE[1:]: x = x[:, None]
-    elif x.ndim == 2 and shp[1] == INPUT_SIZE: x = x.reshape(-1, *IMAGE_SHAPE)
-    else:
-        raise ValueError(f"{name} must have shape (N,1,28,28), (N,28,28) or (N,784); got {shp}")
-    return x.float() if not x.is_floating_point() else x
+    "Validate a batch of 28x28 grey images and return it as an `(N,1,28,28)` float tensor (`transforms.check_images` at this size)."
+    return _check_images(x, name, IMAGE_SHAPE)
 
 # %% ../../nbs/models/autoencoders.ipynb #e211b956
 class FullyConnectedAutoencoder(nn.Module):
