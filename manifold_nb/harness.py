@@ -216,6 +216,7 @@ def _parser():
         q.add_argument('--no-progress', action='store_true', help='hide the progress bar')
     sub.choices['reproduce'].add_argument('--only', nargs='+', default=None, help='notebook names to run')
     sub.add_parser('readme', help='write README.md from nbs/index.ipynb (no Quarto needed)')
+    _add_docs(sub)
     return p
 
 def _list():
@@ -224,11 +225,18 @@ def _list():
         print(f'{name:22s} {path.relative_to(path.parents[1])}\n{"":22s} parameters: ' +
               ', '.join(f'{k}={v}' for k, v in ps.items()))
 
+# %% ../nbs/core/04_harness.ipynb #c3c3d978
+def _add_docs(sub):
+    "`manifold-nb docs`, owned by `manifold_nb.site` (to move into the CLI's subcommand table)."
+    from manifold_nb.site import add_parser
+    add_parser(sub)
+
 # %% ../nbs/core/04_harness.ipynb #c2c2c004
 def main(argv:list|None=None) -> int:
     "Entry point of the `manifold-nb` console script."
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format='%(message)s')
+    if args.cmd == 'docs': from manifold_nb.site import main as docs; return docs(args)
     try:
         if args.cmd == 'list': _list(); return 0
         if args.cmd == 'readme':
