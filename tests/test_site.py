@@ -1,6 +1,6 @@
 """The docs site (`manifold_nb.site`): built from the session's quick-profile notebooks (no second execution), read as
 files, then opened in headless Chromium (Debian's `chromium` driven by Selenium through `/usr/bin/chromedriver`)."""
-import functools, http.server, re, shutil, threading, time
+import functools, http.server, json, re, shutil, threading, time
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -107,6 +107,11 @@ def test_site_in_browser(site, browser, quick_run):
         problems = []
         for p in pages():
             problems += page_problems(browser, base + p)
+            stem = p.removesuffix(".html").split("_", 1)[-1]
+            if (quick_run / stem / "metrics.json").exists():   # every figure the run saved is on the notebook's page
+                saved = len(json.loads((quick_run / stem / "metrics.json").read_text()).get("figures", []))
+                shown = browser.execute_script("return document.querySelectorAll('.cell_output img').length")
+                assert shown >= saved, f"{p}: {shown} figures shown, {saved} saved"
             if p == "index.html":
                 rows = browser.find_elements(By.CSS_SELECTOR, "table.key-metrics tbody tr")
                 assert len(rows) == len(notebooks()), f"{len(rows)} rows in the metrics table"
