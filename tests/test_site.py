@@ -78,10 +78,12 @@ def page_problems(driver, url):
     "Open `url`; list what is wrong: images not loaded, maths not typeset, console errors, requests off the site."
     driver.get(url)
     _wait(driver, "document.readyState === 'complete'")
+    out = []
     if driver.execute_script("return document.querySelectorAll('.math').length"):
-        _wait(driver, "window.MathJax && MathJax.startup && MathJax.startup.promise && true")
-        driver.execute_async_script("const done = arguments[arguments.length - 1]; MathJax.startup.promise.then(() => done())")
-    out = [f"{url}: image not loaded: {s}" for s in driver.execute_script(
+        if _wait(driver, "window.MathJax && MathJax.startup && MathJax.startup.promise && true", timeout=20):
+            driver.execute_async_script("const done = arguments[arguments.length - 1]; MathJax.startup.promise.then(() => done())")
+        else: out.append(f"{url}: MathJax did not load")
+    out += [f"{url}: image not loaded: {s}" for s in driver.execute_script(
         "return Array.from(document.images).filter(i => !(i.complete && i.naturalWidth > 0)).map(i => i.src)")]
     raw = driver.execute_script("return Array.from(document.querySelectorAll('.math')).filter(e => !e.querySelector('mjx-container')).length")
     if raw: out.append(f"{url}: {raw} maths elements not rendered by MathJax")
