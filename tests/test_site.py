@@ -13,9 +13,19 @@ CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), Path("/usr/bin/chromedriver")
 API_PAGES = ("api/manifold_nb.generators.html", "api/manifold_nb.utils.html")
 
 
+def _demo_sweep(run_dir):
+    "A small sweep in the run folder (as `manifold-nb sweep` leaves one): sweeps/demo/sweep.csv and a figure."
+    import matplotlib; matplotlib.use("Agg"); import matplotlib.pyplot as plt
+    d = run_dir / "sweeps" / "demo"; d.mkdir(parents=True, exist_ok=True)
+    (d / "sweep.csv").write_text("lr,seed,loss\n0.1,0,2.5\n0.01,0,1.25\n0.001,0,0.75\n")
+    fig, ax = plt.subplots(figsize=(3, 2)); ax.semilogx([0.1, 0.01, 0.001], [2.5, 1.25, 0.75], "o-")
+    fig.savefig(d / "loss.png"); plt.close(fig)
+
+
 @pytest.fixture(scope="module")
 def site(quick_run):
-    "The site of the session's run folder: OUT/site/."
+    "The site of the session's run folder (with a demo sweep): OUT/site/."
+    if not (quick_run / "sweeps").exists(): _demo_sweep(quick_run)
     t0 = time.perf_counter()
     index = build_site(quick_run)
     print(f"site built from an existing run in {time.perf_counter() - t0:.1f} s")
@@ -24,7 +34,7 @@ def site(quick_run):
 
 def pages():
     "Landing page, every notebook page, two API pages (paths relative to the site)."
-    return ["index.html", *(f"{p.stem}.html" for p in notebooks().values()), *API_PAGES]
+    return ["index.html", *(f"{p.stem}.html" for p in notebooks().values()), "sweeps.html", *API_PAGES]
 
 
 def test_site_files(site):
@@ -36,6 +46,8 @@ def test_site_files(site):
     utils = (site / "core/00_utils.html").read_text()
     assert "default_exp" not in utils and "from fastcore.test import" not in utils   # `#| hide` cells are gone
     assert "Show test" in utils and "#| export" not in utils                          # tests collapsed, directives stripped
+    sweeps = html["sweeps.html"]   # the sweep's table and figure
+    assert sweeps.count("<tr") == 4 and "<td><p>0.001</p></td>" in sweeps and re.search(r'<img[^>]+loss\.png', sweeps)
     api = html["api/manifold_nb.utils.html"]   # docments as parameter descriptions, a link to the defining notebook
     assert "parameter name, quoted in the error" in api and 'href="../core/00_utils.html"' in api
 
