@@ -10,7 +10,7 @@ import argparse, importlib, logging, sys
 from typing import Callable, NamedTuple
 
 from .harness import NotebookError, nbs_dir, notebook_parameters, notebooks, parse_params
-from .harness import readme_markdown, reproduce, run_notebook
+from .harness import readme_markdown, run_notebook
 from .runs import PROFILES
 from .utils import atomic_write, check_choice
 
@@ -94,8 +94,10 @@ def _run_main(args) -> int:
     return 0
 
 def _reproduce_main(args) -> int:
-    idx = reproduce(args.profile or 'full', out=args.out, only=args.only, timeout=args.timeout, progress=not args.no_progress)
-    print(f'report: {idx}'); return 0
+    from manifold_nb.site import SiteError, reproduce_site   # the site builder sits above the harness: imported when used
+    try: idx = reproduce_site(args.profile or 'full', out=args.out, only=args.only, timeout=args.timeout, progress=not args.no_progress)
+    except SiteError as e: print(f'manifold-nb: error: {e}', file=sys.stderr); return 1
+    print(f'site: {idx}'); return 0
 
 def _readme_main(args) -> int:
     dest = nbs_dir().parent/'README.md'; atomic_write(dest, lambda p: p.write_text(readme_markdown()))
@@ -107,7 +109,7 @@ def _run_parser(sub):
     r.add_argument('name', help='notebook short name (see `manifold-nb list`)')
     add_param_option(r); _add_run_options(r)
 def _reproduce_parser(sub):
-    q = sub.add_parser('reproduce', help='run all notebooks and write an HTML report'); _add_run_options(q)
+    q = sub.add_parser('reproduce', help='run all notebooks, then build the docs site (OUT/site/index.html)'); _add_run_options(q)
     q.add_argument('--only', nargs='+', default=None, help='notebook names to run')
 def _readme_parser(sub): sub.add_parser('readme', help='write README.md from nbs/index.ipynb (no Quarto needed)')
 
@@ -116,7 +118,8 @@ COMMANDS: dict[str, Command|str] = {
     'run': Command(_run_parser, _run_main),
     'reproduce': Command(_reproduce_parser, _reproduce_main),
     'readme': Command(_readme_parser, _readme_main),
-    'sweep': 'manifold_nb.sweep',  # parameter grids on Dask (the sweep branch)
+    'sweep': 'manifold_nb.sweep',  # parameter grids on Dask
+    'docs': 'manifold_nb.site',    # the docs site of a run (Sphinx)
 }
 
 # %% ../nbs/core/06_cli.ipynb #a8f111bf

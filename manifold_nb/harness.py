@@ -6,7 +6,7 @@ Docs: https://manifold-nb.github.io/manifold-nb/core/harness.html.md"""
 
 # %% ../nbs/core/05_harness.ipynb #d9c8f3ad
 from __future__ import annotations
-import ast, html, json, os, re, sys, time
+import ast, json, os, re, subprocess, sys, time
 from pathlib import Path
 from typing import Any, Callable, NamedTuple
 
@@ -19,8 +19,8 @@ from .utils import atomic_write, check_choice
 
 # %% auto #0
 __all__ = ['CONVERTERS', 'nbs_dir', 'notebooks', 'NotebookParameter', 'notebook_parameters', 'parse_value', 'parse_params',
-           'check_values', 'ThisPythonKernelManager', 'NotebookError', 'run_notebook', 'key_metrics', 'notebook_html',
-           'write_index', 'reproduce', 'readme_markdown']
+           'check_values', 'ThisPythonKernelManager', 'NotebookError', 'run_notebook', 'key_metrics', 'git_commit',
+           'NotebookOutcome', 'RunRecord', 'read_record', 'reproduce', 'readme_markdown']
 
 # %% ../nbs/core/05_harness.ipynb #199a5245
 def nbs_dir() -> Path:
@@ -238,44 +238,48 @@ def key_metrics(metrics:dict, # a notebook's metrics.json
     nums = [(k, v) for k, v in metrics.items() if k not in skip and isinstance(v, (int, float)) and not isinstance(v, bool)]
     return dict(nums[:most])
 
-def notebook_html(src:str|Path, # executed notebook
-                  dest:str|Path, # HTML file to write
-                 ) -> Path:
-    "Convert an executed notebook to a self-contained HTML page."
-    import nbformat
-    from nbconvert import HTMLExporter
-    body, _ = HTMLExporter().from_notebook_node(nbformat.read(str(src), as_version=4))
-    return atomic_write(dest, lambda p: p.write_text(body, encoding='utf-8'))
-
-def write_index(rows:list[dict], # one dict per notebook: name, status, html, metrics, seconds, error, notebook
-                dest:str|Path) -> Path:
-    "Write the report's index page."
-    def fmt(v): return f'{v:.4g}' if isinstance(v, float) else str(v)
-    trs = []
-    for r in rows:
-        link = f'<a href="{html.escape(r["html"])}">{html.escape(r["name"])}</a>' if r.get('html') else html.escape(r['name'])
-        mets = '<br>'.join(f'{html.escape(k)}: {fmt(v)}' for k, v in key_metrics(r.get('metrics') or {}).items())
-        if r.get('error'): mets = f'<pre>{html.escape(r["error"])}</pre>'
-        trs.append(f'<tr><td>{link}</td><td>{html.escape(r["status"])}</td><td>{r.get("seconds", 0):.0f}</td><td>{mets}</td></tr>')
-    page = ('<!doctype html><html><head><meta charset="utf-8"><title>manifold-nb report</title><style>'
-            'body{font-family:sans-serif;margin:2em}td,th{border:1px solid #ccc;padding:.4em;vertical-align:top}'
-            'table{border-collapse:collapse}pre{white-space:pre-wrap;color:#a00}</style></head><body><h1>manifold-nb report</h1>'
-            f'<p>Generated {time.strftime("%Y-%m-%d %H:%M")}.</p><table><tr><th>notebook</th><th>status</th>'
-            f'<th>seconds</th><th>key metrics (or error)</th></tr>{"".join(trs)}</table></body></html>')
-    return atomic_write(dest, lambda p: p.write_text(page, encoding='utf-8'))
+def git_commit(path:str|Path # any path inside the checkout
+              ) -> str:
+    "Short commit of the git checkout holding `path`, `+ uncommitted changes` when tracked files differ; `unknown` outside git."
+    def git(*args): return subprocess.run(['git', '-C', str(path), *args], capture_output=True, text=True, check=True).stdout.strip()
+    try: sha, dirty = git('rev-parse', '--short=12', 'HEAD'), git('status', '--porcelain', '--untracked-files=no')
+    except (OSError, subprocess.CalledProcessError): return 'unknown'
+    return sha + (' + uncommitted changes' if dirty else '')
 
 # %% ../nbs/core/05_harness.ipynb #0e10775e
-def _report_row(name, out, run) -> dict:
-    "Run one notebook through `run()` and describe the result as a row of the index, whatever happened."
-    t0, row = time.time(), dict(name=name, notebook=str((out/name/f'{name}.ipynb').resolve()))
-    try:
-        dest = run(); row.update(status='ok', metrics=json.loads((dest.parent/'metrics.json').read_text()))
-    except NotebookError as e:
-        row.update(status='failed', error=str(e)); print(f'manifold-nb: error: {e}', file=sys.stderr)
-    dest = Path(row['notebook'])
-    if dest.exists(): row['html'] = str(notebook_html(dest, dest.with_suffix('.html')).relative_to(out.resolve()))
-    row['seconds'] = time.time() - t0
-    return row
+class NotebookOutcome(NamedTuple):
+    "What happened to one notebook of a `reproduce` run (a row of `run.json`)."
+    name: str # short name (`manifold-nb list`)
+    status: str # "ok" or "failed"
+    seconds: float # wall time, kernel start included
+    notebook: str # absolute path of the executed notebook (it exists for a failed run too, up to the failing cell)
+    error: str|None # the one-line error of a failed run (cell, exception, message), None when ok
+
+class RunRecord(NamedTuple):
+    "The record of a `reproduce` run, written to `OUT/run.json` (and rewritten after each notebook)."
+    profile: str # "quick" or "full"
+    started: str # start time, "YYYY-MM-DD HH:MM UTC"
+    commit: str # `git_commit` of the checkout that ran
+    notebooks: list # one `NotebookOutcome` per notebook run so far, in order
+
+def _write_record(rec:RunRecord, out:Path) -> Path:
+    d = dict(rec._asdict(), notebooks=[o._asdict() for o in rec.notebooks])
+    return atomic_write(out/'run.json', lambda p: p.write_text(json.dumps(d, indent=1)))
+
+def read_record(out:str|Path # output root of a `reproduce` run
+               ) -> RunRecord|None:
+    "The `RunRecord` in `out/run.json`, or None when the folder holds none."
+    p = Path(out)/'run.json'
+    if not p.exists(): return None
+    d = json.loads(p.read_text())
+    return RunRecord(d['profile'], d['started'], d['commit'], [NotebookOutcome(**o) for o in d.get('notebooks', [])])
+
+def _outcome(name:str, out:Path, run:Callable[[], Path]) -> NotebookOutcome:
+    "Run one notebook through `run()` and describe what happened, whatever it was."
+    t0, dest = time.time(), (out/name/f'{name}.ipynb').resolve()
+    try: run(); status, error = 'ok', None
+    except NotebookError as e: status, error = 'failed', str(e); print(f'manifold-nb: error: {e}', file=sys.stderr)
+    return NotebookOutcome(name, status, round(time.time() - t0, 2), str(dest), error)
 
 def reproduce(profile:str='full', # "quick" or "full"
               out:str|Path='outputs', # output root
@@ -283,18 +287,20 @@ def reproduce(profile:str='full', # "quick" or "full"
               timeout:int|None=3600, # seconds per cell (None: no limit)
               progress:bool=True, # papermill progress bar
               nbs:str|Path|None=None, # notebook folder (default `nbs_dir()`)
-             ) -> Path:
-    "Run the notebooks in order, write an HTML page per executed notebook and an index; NotebookError if any failed."
+             ) -> RunRecord:
+    "Run the notebooks in order and record the run in `out/run.json`; `NotebookError` (after all ran) if any failed."
     check_choice('profile', profile, PROFILES)
     names = list(notebooks(nbs))
     for n in only or []: check_choice('notebook', n, names)
-    out = Path(out); out.mkdir(parents=True, exist_ok=True)
-    rows = [_report_row(n, out, lambda n=n: run_notebook(n, profile=profile, out=out, timeout=timeout, progress=progress, nbs=nbs))
-            for n in names if not only or n in only]
-    idx = write_index(rows, out/'index.html')
-    failed = [r['name'] for r in rows if r['status'] != 'ok']
-    if failed: raise NotebookError(f"{len(failed)} of {len(rows)} notebook(s) failed: {failed}; report: {idx}", idx)
-    return idx
+    out = Path(out).resolve(); out.mkdir(parents=True, exist_ok=True)
+    rec = RunRecord(profile, time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime()), git_commit(nbs or nbs_dir()), [])
+    for n in [n for n in names if not only or n in only]:
+        rec.notebooks.append(_outcome(n, out, lambda n=n: run_notebook(n, profile=profile, out=out, timeout=timeout,
+                                                                        progress=progress, nbs=nbs)))
+        _write_record(rec, out)   # after each notebook: an interrupted run still leaves its record
+    failed = [o.name for o in rec.notebooks if o.status != 'ok']
+    if failed: raise NotebookError(f"{len(failed)} of {len(rec.notebooks)} notebook(s) failed: {failed}; record: {out/'run.json'}")
+    return rec
 
 # %% ../nbs/core/05_harness.ipynb #d287b6c4
 def readme_markdown(index:str|Path|None=None # the README notebook (default nbs/index.ipynb)

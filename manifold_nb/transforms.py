@@ -134,15 +134,15 @@ def transform(x:torch.Tensor, # images (B, C, H, W)
     """Apply the group element with parameter `t` of the one-parameter group `kind` to every image.
 
     Convention:
-        - ``rotation``: ``t`` in radians; positive ``t`` rotates counter-clockwise as displayed (y-down image axes)
-        - ``shift_x`` / ``shift_y``: ``t`` in pixels; positive ``t`` moves the content right / down
-        - ``scale``: ``t`` is the log of the zoom factor (content grows by ``exp(t)``)
-        - centre ``((W-1)/2, (H-1)/2)`` in pixels, origin at the centre of the top-left pixel (``align_corners=True``)
+        - `rotation`: `t` in radians; positive `t` rotates counter-clockwise as displayed (y-down image axes)
+        - `shift_x` / `shift_y`: `t` in pixels; positive `t` moves the content right / down
+        - `scale`: `t` is the log of the zoom factor (content grows by `exp(t)`)
+        - centre `((W-1)/2, (H-1)/2)` in pixels, origin at the centre of the top-left pixel (`align_corners=True`)
         - outside the image the input is zero (zero padding) for both interpolations
-        - ``bilinear``: kornia ``rotate``/``translate``/``scale``; ``spline``: ``scipy.ndimage`` cubic spline (order 3,
-          ``mode='constant'``, ``cval=0``), computed in float64 on the CPU
+        - `bilinear`: kornia `rotate`/`translate`/`scale`; `spline`: `scipy.ndimage` cubic spline (order 3,
+          `mode='constant'`, `cval=0`), computed in float64 on the CPU
 
-    Example: ``transform(x, math.pi/2)`` equals ``torch.rot90(x, 1, (-2, -1))`` for square images."""
+    Example: `transform(x, math.pi/2)` equals `torch.rot90(x, 1, (-2, -1))` for square images."""
     _check_kind(kind); check_choice('interpolation', interpolation, INTERPOLATIONS)
     x = check_images(x); t = _check_t(t, len(x))
     return _bilinear(x, t, kind) if interpolation == 'bilinear' else _spline(x, t, kind)

@@ -1,5 +1,5 @@
-"""Shared fixtures: run a notebook through the harness (papermill) with the quick profile."""
-import json, os
+"""Shared fixtures: run a notebook through the harness (papermill) with the quick profile, once per session."""
+import ast, json, os
 from pathlib import Path
 
 import pytest
@@ -16,14 +16,41 @@ def _session_cache(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def run_notebook(tmp_path_factory):
-    "run_notebook(name, **params) -> (out_dir, metrics): executes nbs/NN_name.ipynb with profile='quick'."
+def outputs_root(tmp_path_factory):
+    "The session's output root: OUT/<name>/ holds the first quick-profile execution of each notebook (a run folder)."
+    return tmp_path_factory.mktemp("outputs")
+
+
+def _defaults(name):
+    "The notebook's parameter defaults that are Python literals (name -> value)."
+    from manifold_nb.harness import notebook_parameters, notebooks
+    out = {}
+    for k, v in notebook_parameters(notebooks()[name]).items():
+        try: out[k] = ast.literal_eval(getattr(v, "default", v))
+        except (ValueError, SyntaxError): pass
+    return out
+
+
+@pytest.fixture(scope="session")
+def run_notebook(outputs_root):
+    """run_notebook(name, profile='quick', **params) -> (out_dir, metrics).
+
+    Each (name, profile, params) executes once per session; parameters equal to the notebook's defaults do not count.
+    The first quick-profile execution of a notebook goes to OUT/<name>/ (what the docs site is built from), others
+    to OUT/variants/<i>/<name>/."""
     from manifold_nb.harness import run_notebook as _run
-    root = tmp_path_factory.mktemp("outputs")
+    done = {}
 
     def _go(name, profile="quick", **params):
-        dest = _run(name, params, profile=profile, out=root, timeout=1200, progress=False, log_output=False)
-        return dest.parent, json.loads((dest.parent / "metrics.json").read_text())
+        defaults = _defaults(name)
+        key = (name, profile, json.dumps({k: v for k, v in params.items() if k not in defaults or defaults[k] != v},
+                                         sort_keys=True, default=str))
+        if key not in done:
+            first = profile == "quick" and not (outputs_root / name / f"{name}.ipynb").exists()
+            out = outputs_root if first else outputs_root / "variants" / str(len(done))
+            dest = _run(name, params, profile=profile, out=out, timeout=1200, progress=False, log_output=False)
+            done[key] = dest.parent
+        return done[key], json.loads((done[key] / "metrics.json").read_text())
     return _go
 
 
@@ -50,3 +77,12 @@ def full_cifar10(tmp_path_factory):
         with open(d / name, "wb") as f:
             pickle.dump({"data": X_all[r], "labels": y_all[r].tolist(), "batch_label": name}, f, protocol=2)
     yield root, X_all[rows], y_all[rows]
+
+
+@pytest.fixture(scope="session")
+def quick_run(run_notebook, outputs_root):
+    "The session's output root with every notebook of the collection executed (quick profile), reusing earlier executions."
+    from manifold_nb.harness import notebooks
+    for name in notebooks():
+        if not (outputs_root / name / f"{name}.ipynb").exists(): run_notebook(name)
+    return outputs_root

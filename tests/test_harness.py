@@ -8,7 +8,8 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from manifold_nb.harness import (NotebookError, notebook_parameters, notebooks, parse_params, reproduce, run_notebook)
+from manifold_nb.harness import (NotebookError, notebook_parameters, notebooks, parse_params, read_record, reproduce,
+                                 run_notebook)
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = Path(__file__).parent / "fixtures" / "nbs"
@@ -145,10 +146,13 @@ def test_reproduce_runs_every_notebook_and_reports_failures(tmp_path):
     r = _cli("reproduce", "--profile", "quick", "--timeout", "2", "--no-progress", "--out", out, env=dict(MANIFOLD_NB_NBS=nbs))
     assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
     assert "2 of 3 notebook(s) failed: ['slow', 'dies']" in r.stderr
-    page = (out / "index.html").read_text()
-    assert page.count("<td>failed</td>") == 2 and page.count("<td>ok</td>") == 1 and 'href="fine/fine.html"' in page
-    assert "CellTimeoutError" in page and "DeadKernelError" in page
-    assert str((out / "slow" / "slow.ipynb").resolve()) in page and str((out / "dies" / "dies.ipynb").resolve()) in page
+    rec = read_record(out)                                                # every notebook ran, in order, and is recorded
+    assert [(o.name, o.status) for o in rec.notebooks] == [("slow", "failed"), ("fine", "ok"), ("dies", "failed")]
+    assert "CellTimeoutError" in rec.notebooks[0].error and "DeadKernelError" in rec.notebooks[2].error
+    assert rec.notebooks[0].notebook == str((out / "slow" / "slow.ipynb").resolve())
+    page = (out / "site" / "index.html").read_text()                      # the site's landing page marks the failures
+    assert page.count("failed") >= 2 and "CellTimeoutError" in page and "DeadKernelError" in page
+    assert str((out / "dies" / "dies.ipynb").resolve()) in page and 'href="01_fine.html"' in page
     assert json.loads((out / "fine" / "metrics.json").read_text())["notebook"] == "probe"
 
 
@@ -181,9 +185,10 @@ def test_fixture_notebook_caches_and_reports(tmp_path):
     with pytest.raises(NotebookError, match=r"RuntimeError: fixture asked to fail(.|\n)*executed notebook.*tiny\.ipynb") as e:
         run_notebook("tiny", {"fail": True}, nbs=FIXTURES, out=tmp_path / "bad", progress=False, log_output=False)
     assert e.value.notebook == (tmp_path / "bad" / "tiny" / "tiny.ipynb").resolve()
-    idx = reproduce("quick", out=tmp_path / "report", nbs=FIXTURES, progress=False)
-    page = idx.read_text()
-    assert 'href="tiny/tiny.html"' in page and "test_accuracy" in page and (idx.parent / "tiny/tiny.html").exists()
+    rec = reproduce("quick", out=tmp_path / "report", nbs=FIXTURES, progress=False)
+    assert [(o.name, o.status, o.error) for o in rec.notebooks] == [(n, "ok", None) for n in notebooks(FIXTURES)]
+    assert rec.profile == "quick" and rec.notebooks[0].name == "tiny"
+    assert read_record(tmp_path / "report") == rec and not list((tmp_path / "report").rglob("*.html"))   # no nbconvert pages
 
 
 # --- the command line on the real notebooks ------------------------------------------------------------------------
