@@ -14,13 +14,14 @@ import numpy as np
 import torch
 from scipy.sparse.linalg import LinearOperator, cg
 from .utils import check_choice, check_positive
+from .probes import mean_interval
 from .transforms import TRANSFORMS, SIDES, check_images, transform, lie_derivative, fd_derivative, operator_generator, velocity_field
 
 # %% auto #0
 __all__ = ['SOLVERS', 'EQ_METHODS', 'relative_error', 'feature_derivative', 'fd_feature_derivative', 'GeneratorFit', 'min_rtol',
            'solve_generator', 'generator_stats', 'planted_generator_data', 'lie_generator', 'equivariance_residual',
            'fit_r2', 'EquivariantFit', 'solve_equivariant_map', 'planted_equivariant_data', 'StructureConstants',
-           'structure_constants']
+           'structure_constants', 'LocalEquivariance', 'local_equivariance_error']
 
 # %% ../nbs/01_generators.ipynb #9e5a0ca6
 def relative_error(estimate:torch.Tensor|np.ndarray, # any shape
@@ -303,3 +304,28 @@ def structure_constants(J_list:list, # K generators, each (d, d) (torch or numpy
     c[a, b], c[b, a] = coef.T.cpu(), -coef.T.cpu(); R[a, b] = R[b, a] = res.cpu()
     Bn[a, b] = Bn[b, a] = (Y.norm(dim=0)/JJX[a, b].flatten(1).norm(dim=1)).cpu()
     return StructureConstants(c.numpy(), R.numpy(), Bn.numpy(), int(torch.linalg.matrix_rank(M)), names)
+
+# %% ../nbs/01_generators.ipynb #15970626
+@dataclass
+class LocalEquivariance:
+    "Per-sample local equivariance errors along one generator, their mean and its Student-t interval."
+    per_sample: np.ndarray   # (N,) squared normalised error e(x_n), see `local_equivariance_error`
+    mean: float              # mean of `per_sample`
+    low: float               # lower end of the interval of the mean (nan for one sample)
+    high: float              # upper end
+
+def local_equivariance_error(F:torch.Tensor|np.ndarray, # outputs f(x) (N, D): logits or features
+                             dF:torch.Tensor|np.ndarray, # their Lie derivatives L f(x) (N, D), per unit t
+                             J:torch.Tensor|np.ndarray|None=None, # generator acting on f (D, D), or None for invariance
+                             confidence:float=0.95, # level of the t interval, in (0, 1)
+                            ) -> LocalEquivariance:
+    "Invariance error ‖L f‖²/‖f‖² (J None) or equivariance error ‖L f - J f‖²/‖L f‖² per sample, with a t interval of the mean."
+    F, dF = (_as_finite_matrix(n, m).double() for n, m in (('F', F), ('dF', dF)))
+    if F.ndim != 2 or F.shape != dF.shape: raise ValueError(f"F and dF must have the same shape (N, D); got {tuple(F.shape)} and {tuple(dF.shape)}")
+    if J is None: e = dF.pow(2).sum(1)/F.pow(2).sum(1)
+    else:
+        J = _as_finite_matrix('J', J).double().to(F.device)
+        if J.shape != (F.shape[1],)*2: raise ValueError(f"J must have shape ({F.shape[1]}, {F.shape[1]}); got {tuple(J.shape)}")
+        e = (dF - F @ J.T).pow(2).sum(1)/dF.pow(2).sum(1)
+    e = e.cpu().numpy(); mi = mean_interval(e, confidence)
+    return LocalEquivariance(e, mi.mean, mi.low, mi.high)
