@@ -47,6 +47,29 @@ def test_quick_metrics(quick):
     assert np.load(out / "matrices" / "JB.npy").shape == (784, 784)
 
 
+def test_quick_lie_algebra_metrics(quick):
+    "Six generators, structure constants of three families, per-generator equivariance errors with intervals."
+    from manifold_nb.transforms import AFF2_BASIS
+    out, m = quick
+    assert len(m["six_generators"]) == 12 and {r["generator"] for r in m["six_generators"]} == set(AFF2_BASIS)
+    assert m["known_answer"]["structure_constants_so3"] <= 1e-8 and m["known_answer"]["structure_constants_aff2_matrices"] <= 1e-8
+    sc = m["structure_constants"]
+    assert sc["basis"] == list(AFF2_BASIS) and np.array(sc["analytic"]).shape == (6, 6, 6)
+    ops, smooth = sc["operators"], sc["operators, digits smoothed σ=1 px"]
+    assert smooth["error_vs_aff2"] < ops["error_vs_aff2"] < sc["features (J^A)"]["error_vs_aff2"]   # smoother images: closer to aff(2)
+    assert smooth["median_closure_residual"] < ops["median_closure_residual"]
+    for f in ("operators", "pixels (J^B)", "features (J^A)"):
+        assert len(sc[f]["closure_residual"]) == 15 and np.array(sc[f]["c"]).shape == (6, 6, 6)
+    le = m["local_equivariance"]["per_generator"]
+    assert set(le) == set(AFF2_BASIS)
+    for r in le.values():
+        for key in ("logits_invariance", "features_invariance", "features_equivariance_JA"):
+            assert r[key]["low"] <= r[key]["mean"] <= r[key]["high"]
+    # per unit t, a 1-pixel shift changes the logits far less than a 1-radian rotation
+    assert le["shift_x"]["logits_invariance"]["high"] < le["rotation"]["logits_invariance"]["low"]
+    assert (out / "figures" / "structure_constants.png").exists()
+
+
 def test_document_JB_norm_reproduced():
     "The document's pipeline on test images 0..4999 gives ‖J^B‖ = 400.50 (within 0.5 %); needs only data + operator."
     from manifold_nb.data import load_mnist
