@@ -1,4 +1,4 @@
-"""Steps 5 and 6 of the source document: infinitesimal generators $J^B$ (pixels, 784×784) and $J^A$ (CNN features, 490×490) of rotations, x/y-shifts and scaling from data, with an exact derivative of the resampling operator, a minimum-norm solver, known-answer checks, and the λ-regularised equivariant map $T$.
+"""Steps 5 and 6 of the source document: infinitesimal generators $J^B$ (pixels, 784×784) and $J^A$ (CNN features, 490×490) of the six affine one-parameter groups (rotation, x/y-shifts, scaling, stretch, shear) from data, their brackets and structure constants compared with aff(2), per-generator local equivariance errors, with an exact derivative of the resampling operator, a minimum-norm solver, known-answer checks, and the λ-regularised equivariant map $T$.
 
 Docs: https://manifold-nb.github.io/manifold-nb/generators.html.md"""
 
