@@ -1,4 +1,4 @@
-"""Steps 5 and 6 of the source document: infinitesimal generators $J^B$ (pixels, 784×784) and $J^A$ (CNN features, 490×490) of rotations, x/y-shifts and scaling from data, with an exact derivative of the resampling operator, a minimum-norm solver, known-answer checks, and the λ-regularised equivariant map $T$.
+"""Steps 5 and 6 of the source document: infinitesimal generators $J^B$ (pixels, 784×784) and $J^A$ (CNN features, 490×490) of the six affine one-parameter groups (rotation, x/y-shifts, scaling, stretch, shear) from data, their brackets and structure constants compared with aff(2), per-generator local equivariance errors, with an exact derivative of the resampling operator, a minimum-norm solver, known-answer checks, and the λ-regularised equivariant map $T$.
 
 Docs: https://manifold-nb.github.io/manifold-nb/generators.html.md"""
 
@@ -14,12 +14,14 @@ import numpy as np
 import torch
 from scipy.sparse.linalg import LinearOperator, cg
 from .utils import check_choice, check_positive
+from .probes import mean_interval
 from .transforms import TRANSFORMS, SIDES, check_images, transform, lie_derivative, fd_derivative, operator_generator, velocity_field
 
 # %% auto #0
 __all__ = ['SOLVERS', 'EQ_METHODS', 'relative_error', 'feature_derivative', 'fd_feature_derivative', 'GeneratorFit', 'min_rtol',
            'solve_generator', 'generator_stats', 'planted_generator_data', 'lie_generator', 'equivariance_residual',
-           'fit_r2', 'EquivariantFit', 'solve_equivariant_map', 'planted_equivariant_data']
+           'fit_r2', 'EquivariantFit', 'solve_equivariant_map', 'planted_equivariant_data', 'StructureConstants',
+           'structure_constants', 'LocalEquivariance', 'local_equivariance_error']
 
 # %% ../nbs/01_generators.ipynb #9e5a0ca6
 def relative_error(estimate:torch.Tensor|np.ndarray, # any shape
@@ -267,3 +269,63 @@ def planted_equivariant_data(n:int=15, # samples
     T0 = np.zeros((5, 4)); T0[:2, :2] = a*np.eye(2) + b*S; T0[2:4, 2:4] = c*np.eye(2) + d*S
     B = rng.normal(size=(n, 4)); A = B @ T0.T + noise*rng.normal(size=(n, 5))
     return A, B, JA, JB, T0
+
+# %% ../nbs/01_generators.ipynb #8194c8eb
+@dataclass
+class StructureConstants:
+    "Structure constants of a family of generators fitted from their brackets on samples, and how well the family closes."
+    c: np.ndarray              # (K, K, K) fitted c[a, b, k]: [J_a, J_b] x ≈ Σ_k c[a, b, k] J_k x; antisymmetric in (a, b), 0 on a = b
+    residual: np.ndarray       # (K, K) closure residual ‖[J_a,J_b]X - Σ_k c J_k X‖ / ‖[J_a,J_b]X‖ in [0, 1]; nan on the diagonal
+    bracket_norm: np.ndarray   # (K, K) ‖[J_a,J_b]X‖ / ‖J_a J_b X‖: ~0 for a commuting pair (then `residual` is noise); nan on a = b
+    design_rank: int           # rank of the K regressors J_k X (K: the generators' actions are independent on X)
+    names: tuple               # the K generators' names, in the order of the axes
+
+def structure_constants(J_list:list, # K generators, each (d, d) (torch or numpy), acting as x ↦ J x
+                        X:torch.Tensor|np.ndarray, # held-out samples (N, d), rows are samples
+                        names:tuple|None=None, # K names (None: '0', '1', ...)
+                       ) -> StructureConstants:
+    "Least-squares structure constants c_ab^k of [J_a, J_b] on the samples X, regressed on the J_k X, and the closure residuals."
+    if not isinstance(J_list, (list, tuple)) or len(J_list) < 2: raise TypeError(f"J_list must be a list of at least 2 generators (d, d); got {type(J_list).__name__}")
+    X = _as_finite_matrix('X', X).double()
+    if X.ndim != 2: raise ValueError(f"X must have shape (N, d); got {tuple(X.shape)}")
+    d, K = X.shape[1], len(J_list)
+    J = torch.stack([_as_finite_matrix(f'J_list[{a}]', j).double().to(X.device) for a, j in enumerate(J_list)])
+    if J.shape[1:] != (d, d): raise ValueError(f"J_list must hold ({d}, {d}) matrices to act on X (N, {d}); got {tuple(J.shape[1:])}")
+    names = tuple(str(a) for a in range(K)) if names is None else tuple(names)
+    if len(names) != K: raise ValueError(f"names must have {K} entries; got {len(names)}")
+    JX = X @ J.transpose(1, 2)                                                # (K, N, d): rows J_k x_n
+    JJX = torch.einsum('bnd,aed->abne', JX, J)                                 # [a, b]: J_a J_b x_n
+    a, b = torch.triu_indices(K, K, 1)
+    Y = (JJX[a, b] - JJX[b, a]).flatten(1).T                                  # (N d, pairs): brackets on X
+    M = JX.flatten(1).T                                                       # (N d, K): regressors
+    coef = torch.linalg.lstsq(M, Y, driver='gelsd').solution                  # (K, pairs), minimum norm
+    res = (Y - M @ coef).norm(dim=0)/Y.norm(dim=0)
+    c = torch.zeros(K, K, K, dtype=X.dtype); R = torch.full((K, K), float('nan'), dtype=X.dtype); Bn = R.clone()
+    c[a, b], c[b, a] = coef.T.cpu(), -coef.T.cpu(); R[a, b] = R[b, a] = res.cpu()
+    Bn[a, b] = Bn[b, a] = (Y.norm(dim=0)/JJX[a, b].flatten(1).norm(dim=1)).cpu()
+    return StructureConstants(c.numpy(), R.numpy(), Bn.numpy(), int(torch.linalg.matrix_rank(M)), names)
+
+# %% ../nbs/01_generators.ipynb #15970626
+@dataclass
+class LocalEquivariance:
+    "Per-sample local equivariance errors along one generator, their mean and its Student-t interval."
+    per_sample: np.ndarray   # (N,) squared normalised error e(x_n), see `local_equivariance_error`
+    mean: float              # mean of `per_sample`
+    low: float               # lower end of the interval of the mean (nan for one sample)
+    high: float              # upper end
+
+def local_equivariance_error(F:torch.Tensor|np.ndarray, # outputs f(x) (N, D): logits or features
+                             dF:torch.Tensor|np.ndarray, # their Lie derivatives L f(x) (N, D), per unit t
+                             J:torch.Tensor|np.ndarray|None=None, # generator acting on f (D, D), or None for invariance
+                             confidence:float=0.95, # level of the t interval, in (0, 1)
+                            ) -> LocalEquivariance:
+    "Invariance error ‖L f‖²/‖f‖² (J None) or equivariance error ‖L f - J f‖²/‖L f‖² per sample, with a t interval of the mean."
+    F, dF = (_as_finite_matrix(n, m).double() for n, m in (('F', F), ('dF', dF)))
+    if F.ndim != 2 or F.shape != dF.shape: raise ValueError(f"F and dF must have the same shape (N, D); got {tuple(F.shape)} and {tuple(dF.shape)}")
+    if J is None: e = dF.pow(2).sum(1)/F.pow(2).sum(1)
+    else:
+        J = _as_finite_matrix('J', J).double().to(F.device)
+        if J.shape != (F.shape[1],)*2: raise ValueError(f"J must have shape ({F.shape[1]}, {F.shape[1]}); got {tuple(J.shape)}")
+        e = (dF - F @ J.T).pow(2).sum(1)/dF.pow(2).sum(1)
+    e = e.cpu().numpy(); mi = mean_interval(e, confidence)
+    return LocalEquivariance(e, mi.mean, mi.low, mi.high)

@@ -1,4 +1,4 @@
-"""The one vocabulary of one-parameter image groups (rotation, x/y shift, scale): apply them (kornia bilinear or scipy cubic spline), their orbits, velocity fields, exact Lie derivatives, finite differences and operator generators, with one name and one unit per parameter.
+"""The one vocabulary of one-parameter image groups (the six of the affine algebra aff(2): x/y shift, rotation, scale, stretch, shear; and any smooth vector field): apply them (kornia bilinear or scipy cubic spline), their orbits, velocity fields, exact Lie derivatives, finite differences and operator generators, with one name and one unit per parameter.
 
 Docs: https://manifold-nb.github.io/manifold-nb/core/transforms.html.md"""
 
@@ -7,6 +7,7 @@ Docs: https://manifold-nb.github.io/manifold-nb/core/transforms.html.md"""
 # %% ../nbs/core/transforms.ipynb #fff30bbd
 from __future__ import annotations
 import math
+from typing import Callable
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -15,11 +16,12 @@ from scipy import ndimage
 from .utils import check_choice, check_positive
 
 # %% auto #0
-__all__ = ['TRANSFORMS', 'INTERPOLATIONS', 'SIDES', 'SCHEMES', 'check_images', 'velocity_field', 'source_map', 'transform_affine',
-           'transform', 'orbit', 'lie_derivative', 'fd_derivative', 'operator_generator']
+__all__ = ['TRANSFORMS', 'INTERPOLATIONS', 'SIDES', 'SCHEMES', 'AFF2_BASIS', 'check_images', 'velocity_field', 'source_map',
+           'transform_affine', 'transform', 'orbit', 'lie_derivative', 'fd_derivative', 'operator_generator',
+           'aff2_structure_constants', 'homogeneous_generator']
 
 # %% ../nbs/core/transforms.ipynb #03477499
-TRANSFORMS = ('rotation', 'shift_x', 'shift_y', 'scale')  # the one-parameter groups: radians, pixels, pixels, log-scale
+TRANSFORMS = ('rotation', 'shift_x', 'shift_y', 'scale', 'stretch', 'shear')  # one-parameter groups: radians, pixels, pixels, log-scales
 INTERPOLATIONS = ('bilinear', 'spline')  # kornia bilinear (align_corners=True) or scipy cubic spline; both zero padding
 
 # generator [A | b] of each group: velocity of the source point w(p) = A (p - c) + b, p = (x, y) in pixels
@@ -28,6 +30,8 @@ _GENERATORS = {
     'shift_x': ((0., 0., 0., 0.), (-1., 0.)),     # content moves right: the source point moves left
     'shift_y': ((0., 0., 0., 0.), (0., -1.)),     # content moves down
     'scale': ((-1., 0., 0., -1.), (0., 0.)),      # content grows by e^t: the source point moves towards the centre
+    'stretch': ((-1., 0., 0., 1.), (0., 0.)),     # content grows by e^t along x, shrinks by e^-t along y
+    'shear': ((0., -1., -1., 0.), (0., 0.)),      # content grows by e^t along the diagonal x = y, shrinks along x = -y
 }
 
 def _check_kind(kind):
@@ -160,13 +164,30 @@ def orbit(x:torch.Tensor, # images (N, C, H, W)
 # %% ../nbs/core/transforms.ipynb #895b1284
 SIDES = ('right', 'left', 'central')  # one-sided derivatives at t = 0 and their average
 
+def _field(field, H, W, dtype, device):
+    "The source-point velocity (w_x, w_y), each (H, W), of a callable of centred coordinates or a (2, H, W) tensor."
+    if callable(field):
+        y, x = torch.meshgrid(torch.arange(H, dtype=dtype, device=device), torch.arange(W, dtype=dtype, device=device), indexing='ij')
+        w = field(x - (W - 1)/2, y - (H - 1)/2)
+    elif isinstance(field, (torch.Tensor, np.ndarray)): w = torch.as_tensor(field)
+    else: raise TypeError(f"field must be a callable (u, v) -> (w_x, w_y) or a tensor (2, H, W); got {type(field).__name__}")
+    w = torch.stack([torch.as_tensor(c, dtype=dtype, device=device).expand(H, W) for c in w]) if isinstance(w, (tuple, list)) else w.to(device, dtype)
+    if tuple(w.shape) != (2, H, W): raise ValueError(f"field must give (w_x, w_y) of shape (2, {H}, {W}); got {tuple(w.shape)}")
+    if not torch.isfinite(w).all(): raise ValueError("field must be finite")
+    return w[0], w[1]
+
 def lie_derivative(x:torch.Tensor, # images (B, C, H, W)
-                   kind:str='rotation', # one of `TRANSFORMS`
+                   kind:str='rotation', # one of `TRANSFORMS`; ignored when `field` is given
                    side:str='right', # "right" (t -> 0+, what a forward difference estimates), "left" or "central" (their mean)
+                   field:Callable|torch.Tensor|None=None, # any source-point velocity w instead of `kind`'s: (u, v) -> (w_x, w_y) of centred pixel coordinates (H, W), or a tensor (2, H, W); pixels per unit t
                   ) -> torch.Tensor: # d/dt transform(x, t, kind) at t = 0, (B, C, H, W), per unit t
-    "Exact derivative of the bilinear `transform(x, t, kind)` at t = 0: one-sided pixel differences times the velocity field."
-    _check_kind(kind); check_choice('side', side, SIDES); x = check_images(x)
-    wx, wy = velocity_field(kind, *x.shape[-2:], dtype=x.dtype, device=x.device)
+    """Exact derivative of the bilinear `transform(x, t, kind)` at t = 0: one-sided pixel differences times the velocity field.
+
+    With `field`, the derivative at t = 0 of the bilinear warp that samples x at p + t w(p): the Lie derivative along any
+    smooth vector field (content velocity -w), e.g. a non-affine deformation."""
+    check_choice('side', side, SIDES); x = check_images(x)
+    if field is None: _check_kind(kind); wx, wy = velocity_field(kind, *x.shape[-2:], dtype=x.dtype, device=x.device)
+    else: wx, wy = _field(field, *x.shape[-2:], x.dtype, x.device)
     xp = F.pad(x, (1, 1, 1, 1))   # zeros outside, as grid_sample's padding_mode='zeros'
     c = xp[..., 1:-1, 1:-1]
     fx, bx = xp[..., 1:-1, 2:] - c, c - xp[..., 1:-1, :-2]
@@ -198,11 +219,40 @@ def fd_derivative(x:torch.Tensor, # images (B, C, H, W)
     return torch.cat([one(x[i:i+batch_size]) for i in range(0, len(x), batch_size)])
 
 # %% ../nbs/core/transforms.ipynb #295a40d7
-def operator_generator(kind:str='rotation', # one of `TRANSFORMS`
+def operator_generator(kind:str='rotation', # one of `TRANSFORMS`; ignored when `field` is given
                        side:str='right', # see `lie_derivative`
                        H:int=28, W:int=28, # image size (pixels)
                        dtype:torch.dtype=torch.float64, device:str|torch.device='cpu',
+                       field:Callable|torch.Tensor|None=None, # any source-point velocity, see `lie_derivative`
                       ) -> torch.Tensor: # (HW, HW): d/dt of the flattened image = J_op @ flattened image
     "The (HW × HW) matrix of `lie_derivative` on flattened images: the generator of the discretised operator."
     eye = torch.eye(H*W, dtype=dtype, device=device).reshape(H*W, 1, H, W)
-    return lie_derivative(eye, kind, side).reshape(H*W, H*W).T
+    return lie_derivative(eye, kind, side, field).reshape(H*W, H*W).T
+
+# %% ../nbs/core/transforms.ipynb #40684eb9
+AFF2_BASIS = ('shift_x', 'shift_y', 'rotation', 'scale', 'stretch', 'shear')  # the basis of aff(2) the structure constants refer to
+
+# the non-zero c_ab^k (a < b) of the operator generators, from the table above
+_AFF2_BRACKETS = {('shift_x', 'rotation'): {'shift_y': 1.}, ('shift_y', 'rotation'): {'shift_x': -1.},
+                  ('shift_x', 'scale'): {'shift_x': -1.}, ('shift_y', 'scale'): {'shift_y': -1.},
+                  ('shift_x', 'stretch'): {'shift_x': -1.}, ('shift_y', 'stretch'): {'shift_y': 1.},
+                  ('shift_x', 'shear'): {'shift_y': -1.}, ('shift_y', 'shear'): {'shift_x': -1.},
+                  ('rotation', 'stretch'): {'shear': -2.}, ('rotation', 'shear'): {'stretch': 2.},
+                  ('stretch', 'shear'): {'rotation': 2.}}
+
+def aff2_structure_constants(basis:tuple=AFF2_BASIS, # an ordering of the six `TRANSFORMS`
+                            ) -> np.ndarray: # (6, 6, 6) c[a, b, k] with [L_a, L_b] = Σ_k c[a, b, k] L_k
+    "Analytic structure constants of the operator generators L_a x = d/dt transform(x, t, a)|_0 (minus the 3×3 matrix ones)."
+    if not isinstance(basis, (tuple, list)): raise TypeError(f"basis must be a tuple of kinds; got {type(basis).__name__}")
+    if sorted(basis) != sorted(AFF2_BASIS): raise ValueError(f"basis must be an ordering of {list(AFF2_BASIS)}; got {list(basis)}")
+    i = {k: n for n, k in enumerate(basis)}
+    c = np.zeros((6, 6, 6))
+    for (a, b), out in _AFF2_BRACKETS.items():
+        for k, v in out.items(): c[i[a], i[b], i[k]], c[i[b], i[a], i[k]] = v, -v
+    return c
+
+def homogeneous_generator(kind:str, # one of `TRANSFORMS`
+                         ) -> np.ndarray: # (3, 3) [[A, b], [0, 0]]
+    "The homogeneous 3×3 generator of `kind`'s source map q_t = exp(t Ĝ) (pixel coordinates about the centre)."
+    (a11, a12, a21, a22), (b1, b2) = _GENERATORS[_check_kind(kind)]
+    return np.array([[a11, a12, b1], [a21, a22, b2], [0., 0., 0.]])

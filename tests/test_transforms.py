@@ -6,7 +6,7 @@ import pytest
 import torch
 from scipy import ndimage
 
-from manifold_nb.transforms import (TRANSFORMS, check_images, fd_derivative, lie_derivative, operator_generator, orbit,
+from manifold_nb.transforms import (TRANSFORMS, AFF2_BASIS, aff2_structure_constants, homogeneous_generator, check_images, fd_derivative, lie_derivative, operator_generator, orbit,
                                     source_map, transform, transform_affine, velocity_field)
 
 
@@ -110,3 +110,45 @@ def test_bad_input():
     with pytest.raises(ValueError, match=r"images must have shape \(N,1,28,28\), \(N,28,28\) or \(N,784\)"):
         check_images(torch.zeros(2, 27, 28), "images", (1, 28, 28))
     assert check_images(np.zeros((2, 784)), size=(1, 28, 28)).shape == (2, 1, 28, 28)
+
+
+def test_aff2_structure_constants_sign_from_the_matrices():
+    "c_ab^k of the operators is minus the bracket constants of the 3x3 homogeneous generators; [shift_x, rotation] = +shift_y."
+    c = aff2_structure_constants()
+    i = {k: n for n, k in enumerate(AFF2_BASIS)}
+    assert c[i["shift_x"], i["rotation"], i["shift_y"]] == 1.0
+    G = {k: homogeneous_generator(k) for k in AFF2_BASIS}
+    for a in AFF2_BASIS:
+        for b in AFF2_BASIS:
+            br = G[a] @ G[b] - G[b] @ G[a]
+            assert np.abs(br + sum(c[i[a], i[b], i[k]]*G[k] for k in AFF2_BASIS)).max() < 1e-12
+
+
+def test_operator_brackets_on_smooth_images():
+    "Central operator generators: [J_x, J_rot] x ≈ J_y x to ~5 % on a 3-px blob, second order in 1/width."
+    n = 40
+    J = {k: operator_generator(k, "central", n, n) for k in ("shift_x", "shift_y", "rotation")}
+    yy, xx = torch.meshgrid(torch.arange(n, dtype=torch.float64), torch.arange(n, dtype=torch.float64), indexing="ij")
+    errs = []
+    for s in (2., 4.):
+        x = torch.exp(-((xx - 21)**2 + (yy - 17.5)**2)/(2*s**2)).reshape(1, -1)
+        errs.append(rel((x @ J["rotation"].T) @ J["shift_x"].T - (x @ J["shift_x"].T) @ J["rotation"].T, x @ J["shift_y"].T))
+    assert 0.07 < errs[0] < 0.14 and errs[1] < 0.035 and abs(math.log2(errs[0]/errs[1]) - 2) < 0.3
+
+
+def test_lie_derivative_along_any_field():
+    "A (2, H, W) field equals its callable; the upwind derivative is the t->0+ limit of a grid_sample warp along the field."
+    x = torch.rand(2, 1, 12, 14, dtype=torch.float64)
+    sw = lambda u, v: (torch.sin(v/3), 0.5*torch.cos(u/4) - 0.2)
+    yy, xx = torch.meshgrid(torch.arange(12, dtype=torch.float64), torch.arange(14, dtype=torch.float64), indexing="ij")
+    w = torch.stack(sw(xx - 6.5, yy - 5.5))
+    d = lie_derivative(x, field=sw)
+    assert (d - lie_derivative(x, field=w)).abs().max() == 0
+    def warp(t):   # bilinear sample of x at p + t w(p), zero padding, align_corners=True
+        gx, gy = (xx + t*w[0])/6.5 - 1, (yy + t*w[1])/5.5 - 1
+        return torch.nn.functional.grid_sample(x, torch.stack([gx, gy], -1)[None].expand(2, -1, -1, -1), align_corners=True)
+    h = 1e-6
+    assert rel((warp(h) - warp(0.))/h, d) < 1e-5
+    assert rel((x.flatten(1) @ operator_generator(H=12, W=14, field=sw).T).reshape(x.shape), d) < 1e-12
+    with pytest.raises(ValueError, match="field must give"): lie_derivative(x, field=w[:, :5])
+    with pytest.raises(TypeError, match="field must be a callable"): lie_derivative(x, field=[1, 2])
