@@ -6,7 +6,7 @@ Docs: https://manifold-nb.github.io/manifold-nb/core/cli.html.md"""
 
 # %% ../nbs/core/06_cli.ipynb #39c54620
 from __future__ import annotations
-import argparse, importlib, logging, sys
+import argparse, importlib, logging, re, sys
 from typing import Callable, NamedTuple
 
 from .harness import NotebookError, nbs_dir, notebook_parameters, notebooks, parse_params
@@ -30,6 +30,8 @@ def _command(entry:Command|str) -> Command:
 
 # %% ../nbs/core/06_cli.ipynb #a5473c9f
 _PARAM_FLAGS = ('-p', '--param')
+_AXIS_FLAGS = ('-g', '--axis')  # -g KEY V1 V2 ...: a sweep axis, whose values may be negative numbers too
+_NEGATIVE = re.compile(r'-(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?')
 _PARAM_COMMANDS = set()
 
 def _key_value(s:str) -> tuple[str, str]:
@@ -48,7 +50,7 @@ def add_param_option(parser:argparse.ArgumentParser # a subcommand's parser
 def join_params(argv:list[str], # the command line after the program name
                 commands:set|None=None, # subcommands taking -p (default: those set up by `add_param_option`)
                ) -> list[str]:
-    "`argv` with each `-p KEY VALUE` of a parameter-taking subcommand joined into `--param=KEY=VALUE`."
+    "`argv` with each `-p KEY VALUE` of a parameter-taking subcommand joined into `--param=KEY=VALUE`, and negative numbers after `-g KEY` marked as values."
     commands = _PARAM_COMMANDS if commands is None else commands
     sub = next((i for i, a in enumerate(argv) if not a.startswith('-')), None)
     if sub is None or argv[sub] not in commands: return list(argv)
@@ -56,6 +58,10 @@ def join_params(argv:list[str], # the command line after the program name
     while i < len(argv):
         if argv[i] in _PARAM_FLAGS and i + 2 < len(argv) and '=' not in argv[i + 1]:
             out.append(f'--param={argv[i + 1]}={argv[i + 2]}'); i += 3
+        elif argv[i] in _AXIS_FLAGS and i + 1 < len(argv):
+            out += argv[i:i + 2]; i += 2
+            while i < len(argv) and (not argv[i].startswith('-') or _NEGATIVE.fullmatch(argv[i])):
+                out.append(' ' + argv[i] if argv[i].startswith('-') else argv[i]); i += 1   # argparse takes ' -1e3' as a value
         else: out.append(argv[i]); i += 1
     return out
 

@@ -366,7 +366,7 @@ def cli_grid(notebook:str|Path, # path of the notebook (for the parameter types)
     for a in axes:
         if len(a) < 2: raise ValueError(f"-g {a[0]}: give the parameter and at least one value")
         if a[0] in raw: raise ValueError(f"-g {a[0]} given twice; give all its values at once")
-        raw[a[0]] = a[1:]
+        raw[a[0]] = [v.strip() for v in a[1:]]   # `cli.join_params` marks negative numbers with a leading space
     if not raw and grid_file is None: raise ValueError("give a grid: -g KEY V1 V2 ... or --grid FILE.yaml")
     axis_points = [parse_params(notebook, p) for p in expand_grid(raw)]
     file_points = [parse_params(notebook, p) for p in expand_grid(read_grid_file(grid_file))] if grid_file else [{}]

@@ -122,3 +122,14 @@ def test_data_notebook_on_a_local_cluster(tmp_path, capsys):
     assert t.n.tolist() == [50, 100] and (t.status == "ok").all()
     assert [sum(json.loads(c)) for c in t["mnist.class_counts"]] == [50, 100]   # n images per split, by class
     assert main(args) == 0 and "nothing to run: all 2 points" in capsys.readouterr().out
+
+
+def test_negative_axis_values_are_values():
+    "`-g n -1e3 5` gives the axis n the values -1000 and 5 (argparse alone refuses '-1e3' as an unknown option)."
+    from manifold_nb.cli import join_params, parser
+    from manifold_nb.harness import notebooks
+    from manifold_nb.sweep import cli_grid
+    p, _ = parser()
+    args = p.parse_args(join_params(["sweep", "data", "-g", "n", "-1e3", "5", "-g", "seed", "-2", "--workers", "1"]))
+    assert args.workers == 1
+    assert cli_grid(notebooks()["data"], args.axes) == [dict(n=-1000, seed=-2), dict(n=5, seed=-2)]
