@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from .utils import check_positive
-from .svae import extract_patches
+from .models.svae import extract_patches
 
 # %% auto #0
 __all__ = ['effective_rank', 'spectrum_stats', 'spatial_cv', 'class_mean_maps', 'cosine_matrix', 'region_masks', 'region_table',

@@ -1,9 +1,9 @@
-"""Unit tests of manifold_nb.svae: patch layout, the SVD-through-Gram contract, input validation, training, caching."""
+"""Unit tests of manifold_nb.models.svae: patch layout, the SVD-through-Gram contract, input validation, training, caching."""
 import pytest
 import torch
 import torch.nn.functional as F
 
-from manifold_nb.svae import (PatchSVAE, SVAE_ARCH, FRECKLES_ARCH, extract_patches, stitch_patches, gram_svd,
+from manifold_nb.models.svae import (PatchSVAE, SVAE_ARCH, FRECKLES_ARCH, extract_patches, stitch_patches, gram_svd,
                               gram_from_svd, omega_noise, train_svae, reconstruction_mse, trained_svae, analysis_set,
                               svae_maps, n_params, HELDOUT_OFFSET, SVAE_PROFILES)
 
