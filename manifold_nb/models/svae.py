@@ -18,12 +18,13 @@ from tqdm.auto import tqdm
 from ..utils import check_choice, check_positive, get_device, set_seed
 from ..cache import cached_model, cache_dir, cache_key, fingerprint
 from ..data import load_cifar10
+from ..train import fit
 
 # %% auto #0
 __all__ = ['FRECKLES_ARCH', 'SVAE_ARCH', 'NOISE_TYPES', 'HELDOUT_OFFSET', 'N_CIFAR_TRAIN', 'N_CIFAR_TEST', 'SVAE_PROFILES',
            'extract_patches', 'stitch_patches', 'gram_svd', 'ResidualMLPBlock', 'SpectralCrossAttention',
-           'BoundarySmooth', 'PatchSVAE', 'n_params', 'omega_noise', 'reconstruction_mse', 'train_svae', 'trained_svae',
-           'analysis_set', 'gram_from_svd', 'svae_maps']
+           'BoundarySmooth', 'PatchSVAE', 'n_params', 'omega_noise', 'reconstruction_mse', 'mse_loss', 'noise_mixer',
+           'train_svae', 'trained_svae', 'analysis_set', 'gram_from_svd', 'svae_maps']
 
 # %% ../../nbs/models/svae.ipynb #20ab7526
 def _check_images(images, patch_size, channels=None):
@@ -264,6 +265,24 @@ def reconstruction_mse(model:nn.Module, # a PatchSVAE (or anything returning {'r
         total += F.mse_loss(model(xb)['recon'], xb, reduction='sum').item()
     return total / X.numel()
 
+def mse_loss(model:nn.Module, # a PatchSVAE
+             batch:tuple[torch.Tensor, ...], # (images (B, C, H, W),)
+            ) -> torch.Tensor:
+    "Mean squared reconstruction error of a PatchSVAE on a batch `(images,)`: the `loss_fn` of `train.fit`."
+    x = batch[0]
+    return F.mse_loss(model(x)['recon'], x)
+
+def noise_mixer(n_noise:int, # noise images appended to every batch
+                size:int, # their height = width
+                channels:int=3, # their channels
+               ) -> Callable:
+    "A `train.fit` batch transform appending `n_noise` `omega_noise` images to `(images,)`, seeded from fit's generator."
+    check_positive('n_noise', n_noise)
+    def mix(batch, step, generator):
+        seed = int(torch.randint(2**31, (1,), generator=generator))
+        return (torch.cat([batch[0], omega_noise(n_noise, size, channels, seed=seed, start=step * n_noise)]),)
+    return mix
+
 def train_svae(model:PatchSVAE, # model trained in place
                X:torch.Tensor, # (n, C, H, W) training images in [0, 1]
                epochs:int=1, # passes over X
@@ -271,48 +290,25 @@ def train_svae(model:PatchSVAE, # model trained in place
                lr:float=1e-3, # peak learning rate (Adam)
                lr_min:float=1e-5, # final learning rate of the per-step cosine schedule
                noise_frac:float=0.25, # fraction of every batch replaced by `omega_noise`
-               cross_clip:float=0.5, # gradient-norm clip on the cross-attention parameters only
+               cross_clip:float=0.5, # gradient-norm clip on the cross-attention parameters only (0: none)
                X_val:torch.Tensor|None=None, # images whose MSE is logged after every epoch
                seed:int=0, # seeds initialisation-independent randomness: shuffling and noise
                device:str='cpu', # device
                progress:bool=True, # tqdm progress bar
               ) -> dict:
-    "Train a PatchSVAE on images (+ noise) with MSE; return the history (losses, val MSE, seconds, skipped steps)."
+    "Train a PatchSVAE on images (+ noise) with MSE through `train.fit`; return the history (losses, val MSE, seconds, skipped steps)."
     check_positive('epochs', epochs); check_positive('batch_size', batch_size); check_positive('lr', lr)
     if not 0 <= noise_frac < 1: raise ValueError(f"noise_frac must be in [0, 1); got {noise_frac!r}")
-    dev = get_device(device); model.to(dev).train()
-    g = torch.Generator().manual_seed(seed)
     n_noise = int(round(noise_frac * batch_size)); n_img = batch_size - n_noise
-    steps_per_epoch = math.ceil(len(X) / n_img); total = epochs * steps_per_epoch
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total, eta_min=lr_min)
-    cross_params = [p for p in model.cross_attn.parameters()]
-    hist = dict(loss=[], step_loss=[], val_mse=[], skipped=0, images_seen=0, noise_seen=0, steps=total)
-    t0 = time.time(); bar = tqdm(total=total, desc='train svae', disable=not progress); step = 0
-    for epoch in range(epochs):
-        perm = torch.randperm(len(X), generator=g); losses = []
-        for i in range(0, len(X), n_img):
-            xb = X[perm[i:i + n_img]]
-            if n_noise: xb = torch.cat([xb, omega_noise(n_noise, X.shape[-1], X.shape[1], seed=int(torch.randint(2**31, (1,), generator=g)), start=step * n_noise)])
-            xb = xb.to(dev)
-            loss = F.mse_loss(model(xb)['recon'], xb)
-            opt.zero_grad(set_to_none=True)
-            if torch.isfinite(loss):
-                loss.backward()
-                if cross_clip: torch.nn.utils.clip_grad_norm_(cross_params, cross_clip)
-                grads_ok = all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
-                if grads_ok: opt.step(); losses.append(loss.item())
-                else: hist['skipped'] += 1
-            else: hist['skipped'] += 1
-            sched.step(); step += 1
-            hist['images_seen'] += len(xb) - n_noise; hist['noise_seen'] += n_noise
-            if step % 10 == 0 and losses: hist['step_loss'].append(losses[-1]); bar.set_postfix(loss=f'{losses[-1]:.2e}')
-            bar.update(1)
-        hist['loss'].append(float(np.mean(losses)) if losses else float('nan'))
-        if X_val is not None: hist['val_mse'].append(reconstruction_mse(model, X_val, device=device)); model.train()
-    bar.close(); model.eval()
-    hist['seconds'] = time.time() - t0
-    return hist
+    clip = (lambda m: torch.nn.utils.clip_grad_norm_(m.cross_attn.parameters(), cross_clip)) if cross_clip else None
+    val = (lambda m, epoch: dict(val_mse=reconstruction_mse(m, X_val, batch_size=128, device=device))) if X_val is not None else None
+    h = fit(model, (X,), mse_loss, epochs=epochs, lr=lr, batch_size=n_img, device=device, optimizer='adam', seed=seed,
+            progress=progress, desc='train svae', scheduler='cosine', lr_min=lr_min, order='permutation',
+            batch_transform=noise_mixer(n_noise, X.shape[-1], X.shape[1]) if n_noise else None,
+            before_step=clip, skip_nonfinite=True, eval_fn=val)
+    steps = len(h['step_loss'])
+    return dict(loss=h['loss'], step_loss=h['step_loss'][9::10], val_mse=[e['val_mse'] for e in h['eval']],
+                skipped=h['skipped'], images_seen=epochs * len(X), noise_seen=n_noise * steps, steps=steps, seconds=h['seconds'])
 
 # %% ../../nbs/models/svae.ipynb #f61dc308
 HELDOUT_OFFSET = 25_000   # CIFAR-10 train images from here on are never used for training
