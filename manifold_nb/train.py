@@ -10,6 +10,7 @@ import math, time
 from typing import Callable, Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 from tqdm.auto import tqdm
@@ -17,7 +18,7 @@ from tqdm.auto import tqdm
 from .utils import check_choice, check_positive, get_device, set_seed
 
 # %% auto #0
-__all__ = ['OPTIMIZERS', 'SCHEDULERS', 'ORDERS', 'fit', 'predict', 'accuracy']
+__all__ = ['OPTIMIZERS', 'SCHEDULERS', 'ORDERS', 'fit', 'predict', 'accuracy', 'reconstruction_mse']
 
 # %% ../nbs/core/02_train.ipynb #e6b0a081
 OPTIMIZERS = dict(adam=torch.optim.Adam, adamw=torch.optim.AdamW, sgd=torch.optim.SGD)
@@ -131,3 +132,22 @@ def accuracy(model:nn.Module, X:torch.Tensor, y:torch.Tensor, batch_size:int=100
     "Share of `X` whose argmax output equals the label `y`."
     if len(X) != len(y): raise ValueError(f"X and y must have the same length; got {len(X)} and {len(y)}")
     return (predict(model, X, batch_size, device).argmax(1) == y.cpu()).float().mean().item()
+
+@torch.no_grad()
+def reconstruction_mse(model:nn.Module, # an autoencoder: returns the reconstruction, or a dict holding it under 'recon'
+                       X:torch.Tensor, # (n, ...) inputs, reconstructed to the same shape
+                       batch_size:int=1000, # samples per forward pass
+                       device:str='cpu', # device to run on
+                      ) -> float:
+    "Mean squared error per element between `X` and `model`'s reconstruction of it, in batches without gradients; the training flag is restored."
+    if not isinstance(X, torch.Tensor): raise TypeError(f"X must be a torch.Tensor; got {type(X).__name__}")
+    dev = get_device(device); was_training = model.training; model.to(dev).eval(); total = 0.
+    try:
+        for i in range(0, len(X), batch_size):
+            xb = X[i:i+batch_size].to(dev); out = model(xb)
+            rec = out['recon'] if isinstance(out, dict) else out
+            if rec.shape != xb.shape:
+                raise ValueError(f"the reconstruction must have the input's shape {tuple(xb.shape)}; got {tuple(rec.shape)}")
+            total += F.mse_loss(rec, xb, reduction='sum').item()
+    finally: model.train(was_training)
+    return total / X.numel()

@@ -3,8 +3,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from manifold_nb.train import reconstruction_mse
 from manifold_nb.models.svae import (PatchSVAE, SVAE_ARCH, FRECKLES_ARCH, extract_patches, stitch_patches, gram_svd,
-                              gram_from_svd, omega_noise, train_svae, reconstruction_mse, trained_svae, analysis_set,
+                              gram_from_svd, omega_noise, train_svae, trained_svae, analysis_set,
                               svae_maps, n_params, HELDOUT_OFFSET, SVAE_PROFILES)
 
 

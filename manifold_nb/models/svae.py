@@ -6,25 +6,25 @@ Docs: https://manifold-nb.github.io/manifold-nb/models/svae.html.md"""
 
 # %% ../../nbs/models/svae.ipynb #138abe62
 from __future__ import annotations
-import contextlib, fcntl, math, time
+import math
 from typing import Callable
 
-import numpy as np
 import torch
 import torch.nn.functional as F
+from filelock import FileLock
 from torch import nn
 from tqdm.auto import tqdm
 
 from ..utils import check_choice, check_positive, get_device, set_seed
 from ..cache import cached_model, cache_dir, cache_key, fingerprint
 from ..data import load_cifar10
-from ..train import fit
+from ..train import fit, reconstruction_mse
 
 # %% auto #0
 __all__ = ['FRECKLES_ARCH', 'SVAE_ARCH', 'NOISE_TYPES', 'HELDOUT_OFFSET', 'N_CIFAR_TRAIN', 'N_CIFAR_TEST', 'SVAE_PROFILES',
            'extract_patches', 'stitch_patches', 'gram_svd', 'ResidualMLPBlock', 'SpectralCrossAttention',
-           'BoundarySmooth', 'PatchSVAE', 'n_params', 'omega_noise', 'reconstruction_mse', 'mse_loss', 'noise_mixer',
-           'train_svae', 'trained_svae', 'analysis_set', 'gram_from_svd', 'svae_maps']
+           'BoundarySmooth', 'PatchSVAE', 'n_params', 'omega_noise', 'mse_loss', 'noise_mixer', 'train_svae',
+           'trained_svae', 'analysis_set', 'gram_from_svd', 'svae_maps']
 
 # %% ../../nbs/models/svae.ipynb #20ab7526
 def _check_images(images, patch_size, channels=None):
@@ -252,19 +252,6 @@ def omega_noise(n:int, # number of images
     return out.clamp(-4, 4)
 
 # %% ../../nbs/models/svae.ipynb #f8d199da
-@torch.no_grad()
-def reconstruction_mse(model:nn.Module, # a PatchSVAE (or anything returning {'recon': ...})
-                       X:torch.Tensor, # (n, C, H, W) images
-                       batch_size:int=128, # images per forward pass
-                       device:str='cpu', # device to run on
-                      ) -> float:
-    "Mean squared reconstruction error over all pixels of `X`."
-    dev = get_device(device); model.to(dev).eval(); total = 0.0
-    for i in range(0, len(X), batch_size):
-        xb = X[i:i + batch_size].to(dev)
-        total += F.mse_loss(model(xb)['recon'], xb, reduction='sum').item()
-    return total / X.numel()
-
 def mse_loss(model:nn.Module, # a PatchSVAE
              batch:tuple[torch.Tensor, ...], # (images (B, C, H, W),)
             ) -> torch.Tensor:
@@ -318,15 +305,6 @@ SVAE_PROFILES = dict(
     full=dict(n_train=6_000, epochs=6, batch_size=16, lr=1e-3, lr_min=1e-5, noise_frac=0.25, seed=0, n_val=256),
 )
 
-@contextlib.contextmanager
-def _file_lock(path):
-    "Exclusive lock on `path` (blocks while another process holds it)."
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, 'w') as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try: yield
-        finally: fcntl.flock(fh, fcntl.LOCK_UN)
-
 def trained_svae(profile:str="quick", # "quick" (seconds, for tests) or "full" (the analyses' model)
                  data_root:str|None=None, # CIFAR-10 root; None: resolved by manifold_nb.data
                  device:str="cpu", # device of the returned model (training runs there too)
@@ -346,7 +324,8 @@ def trained_svae(profile:str="quick", # "quick" (seconds, for tests) or "full" (
                                      lr_min=cfg['lr_min'], noise_frac=cfg['noise_frac'], X_val=X_val,
                                      seed=cfg['seed'], device=device, progress=progress)
     lock = cache_dir() / 'models' / f"svae-{cache_key('svae', config, data_fp)}.lock"
-    with _file_lock(lock):
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(lock):   # lead: manifold_nb.cache.file_lock once the data helper's branch is merged
         return cached_model('svae', config, build, train, data_fp=data_fp, retrain=retrain, device=device)
 
 def analysis_set(n_test:int=1000, # local CIFAR-10 test images (at most 1,000)
