@@ -140,3 +140,64 @@ def test_trained_quick_model_is_cached_and_shared():
     assert maps["error"].shape == (8, 16, 16) and maps["gram"].shape == (8, 16, 16, 4, 4)
     assert torch.allclose(maps["error"].mean((1, 2)), maps["mse"], rtol=1e-5)
     assert SVAE_PROFILES["full"]["n_train"] <= HELDOUT_OFFSET
+
+
+def _write_batch(path, data, labels):
+    "A CIFAR-10 python batch file (the pickled dict torchvision reads), written atomically."
+    import pickle
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f: pickle.dump({"data": data, "labels": list(labels)}, f)
+    tmp.replace(path)
+
+
+@pytest.fixture(scope="module")
+def full_cifar(tmp_path_factory):
+    """A CIFAR-10 folder of the real size (5 training batches and a test batch of 10,000 rows each), built by
+    repeating the local files' rows; returns (root, training rows (50000, 3072), test rows (10000, 3072), their labels)."""
+    import pickle
+    import numpy as np
+    from manifold_nb.data import find_root
+    src = find_root("cifar10") / "cifar-10-batches-py"
+    load = lambda p: pickle.load(open(p, "rb"), encoding="latin1")
+    train = [load(p) for p in sorted(src.glob("data_batch_*"))]
+    tr_x = np.concatenate([np.asarray(b["data"], dtype=np.uint8) for b in train])
+    tr_y = np.concatenate([np.asarray(b["labels"]) for b in train])
+    te = load(src / "test_batch"); te_x, te_y = np.asarray(te["data"], dtype=np.uint8), np.asarray(te["labels"])
+    rep = lambda a, n: np.resize(a, (n,) + a.shape[1:])          # repeat rows cyclically up to n
+    tr_x, tr_y, te_x, te_y = rep(tr_x, 50_000), rep(tr_y, 50_000), rep(te_x, 10_000), rep(te_y, 10_000)
+    root = tmp_path_factory.mktemp("cifar_full"); d = root / "cifar-10-batches-py"; d.mkdir()
+    for k in range(5): _write_batch(d / f"data_batch_{k + 1}", tr_x[k * 10_000:(k + 1) * 10_000], tr_y[k * 10_000:(k + 1) * 10_000])
+    _write_batch(d / "test_batch", te_x, te_y)
+    return root, tr_x, te_x, tr_y, te_y
+
+
+def test_analysis_set_at_full_cifar_size(full_cifar):
+    from manifold_nb.models.svae import cifar10_counts
+    root, tr_x, te_x, tr_y, te_y = full_cifar
+    assert cifar10_counts(root) == (50_000, 10_000)
+    X, y, is_test = analysis_set(n_test=10_000, n_heldout=8, data_root=root)
+    assert X.shape == (10_008, 3, 64, 64) and int(is_test.sum()) == 10_000 and not is_test[-8:].any()
+    assert y[:10_000].tolist() == te_y.tolist() and y[10_000:].tolist() == tr_y[HELDOUT_OFFSET:HELDOUT_OFFSET + 8].tolist()
+    to64 = lambda rows: F.interpolate(torch.from_numpy(rows).float().div(255).reshape(-1, 3, 32, 32), size=64,
+                                      mode="bilinear", align_corners=False).clamp(0, 1)
+    assert torch.allclose(X[[0, 9_999]], to64(te_x[[0, 9_999]]), atol=1e-6)
+    assert torch.allclose(X[10_000:], to64(tr_x[HELDOUT_OFFSET:HELDOUT_OFFSET + 8]), atol=1e-6)   # held-out rows
+    with pytest.raises(ValueError, match=r"n_test must be in \[0, 10000\] \(the CIFAR-10 test images found\); got 10001"):
+        analysis_set(n_test=10_001, n_heldout=0, data_root=root)
+    with pytest.raises(ValueError, match=r"n_heldout must be in \[0, 25000\]"):
+        analysis_set(n_test=0, n_heldout=25_001, data_root=root)
+
+
+def test_analysis_set_counts_come_from_the_files(full_cifar, tmp_path):
+    from manifold_nb.models.svae import cifar10_counts
+    root, tr_x, te_x, tr_y, te_y = full_cifar
+    d = tmp_path / "cifar-10-batches-py"; d.mkdir()                       # two training batches: nothing held out
+    for k in range(2): _write_batch(d / f"data_batch_{k + 1}", tr_x[k * 10_000:(k + 1) * 10_000], tr_y[k * 10_000:(k + 1) * 10_000])
+    _write_batch(d / "test_batch", te_x[:300], te_y[:300])
+    assert cifar10_counts(tmp_path) == (20_000, 300)
+    with pytest.raises(ValueError, match=r"HELDOUT_OFFSET=25,000, but only 20,000 CIFAR-10 training images were found"):
+        analysis_set(n_test=10, n_heldout=1, data_root=tmp_path)
+    X, y, is_test = analysis_set(n_test=300, n_heldout=0, data_root=tmp_path)
+    assert X.shape == (300, 3, 64, 64) and is_test.all()
+    with pytest.raises(ValueError, match=r"n_test must be in \[0, 300\]"): analysis_set(n_test=301, n_heldout=0, data_root=tmp_path)
+    with pytest.raises(TypeError, match="n_test must be an int; got float"): analysis_set(n_test=3.0, data_root=tmp_path)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 from typing import Callable
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from filelock import FileLock
@@ -17,14 +18,14 @@ from tqdm.auto import tqdm
 
 from ..utils import check_choice, check_positive, get_device, set_seed
 from ..cache import cached_model, cache_dir, cache_key, fingerprint
-from ..data import load_cifar10
+from ..data import cifar10_files, load_cifar10
 from ..train import fit, reconstruction_mse
 
 # %% auto #0
-__all__ = ['FRECKLES_ARCH', 'SVAE_ARCH', 'NOISE_TYPES', 'HELDOUT_OFFSET', 'N_CIFAR_TRAIN', 'N_CIFAR_TEST', 'SVAE_PROFILES',
-           'extract_patches', 'stitch_patches', 'gram_svd', 'ResidualMLPBlock', 'SpectralCrossAttention',
-           'BoundarySmooth', 'PatchSVAE', 'n_params', 'omega_noise', 'mse_loss', 'noise_mixer', 'train_svae',
-           'trained_svae', 'analysis_set', 'gram_from_svd', 'svae_maps']
+__all__ = ['FRECKLES_ARCH', 'SVAE_ARCH', 'NOISE_TYPES', 'HELDOUT_OFFSET', 'SVAE_PROFILES', 'extract_patches', 'stitch_patches',
+           'gram_svd', 'ResidualMLPBlock', 'SpectralCrossAttention', 'BoundarySmooth', 'PatchSVAE', 'n_params',
+           'omega_noise', 'mse_loss', 'noise_mixer', 'train_svae', 'trained_svae', 'cifar10_counts', 'analysis_set',
+           'gram_from_svd', 'svae_maps']
 
 # %% ../../nbs/models/svae.ipynb #20ab7526
 def _check_images(images, patch_size, channels=None):
@@ -299,7 +300,6 @@ def train_svae(model:PatchSVAE, # model trained in place
 
 # %% ../../nbs/models/svae.ipynb #f61dc308
 HELDOUT_OFFSET = 25_000   # CIFAR-10 train images from here on are never used for training
-N_CIFAR_TRAIN, N_CIFAR_TEST = 29_000, 1_000   # sizes of the local copy
 SVAE_PROFILES = dict(
     quick=dict(n_train=96, epochs=1, batch_size=16, lr=1e-3, lr_min=1e-5, noise_frac=0.25, seed=0, n_val=128),
     full=dict(n_train=6_000, epochs=6, batch_size=16, lr=1e-3, lr_min=1e-5, noise_frac=0.25, seed=0, n_val=256),
@@ -328,14 +328,28 @@ def trained_svae(profile:str="quick", # "quick" (seconds, for tests) or "full" (
     with FileLock(lock):   # lead: manifold_nb.cache.file_lock once the data helper's branch is merged
         return cached_model('svae', config, build, train, data_fp=data_fp, retrain=retrain, device=device)
 
-def analysis_set(n_test:int=1000, # local CIFAR-10 test images (at most 1,000)
-                 n_heldout:int=2000, # held-out training images from HELDOUT_OFFSET on (at most 4,000)
+def cifar10_counts(data_root:str|None=None, # CIFAR-10 root; None: resolved by manifold_nb.data
+                  ) -> tuple[int, int]:
+    "Numbers of CIFAR-10 `(training, test)` images found in the batch files under the data root."
+    files = cifar10_files(data_root)
+    return sum(n for f, n in files.items() if f.startswith('data_batch')), files.get('test_batch', 0)
+
+def _check_count(name, value, most, why):
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)): raise TypeError(f"{name} must be an int; got {type(value).__name__}")
+    if not 0 <= value <= most: raise ValueError(f"{name} must be in [0, {most}] ({why}); got {value!r}")
+
+def analysis_set(n_test:int=1000, # CIFAR-10 test images, the first ones (at most the number found)
+                 n_heldout:int=2000, # held-out training images from HELDOUT_OFFSET on (at most the number found beyond it)
                  data_root:str|None=None, # CIFAR-10 root; None: resolved by manifold_nb.data
                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     "Images never used to train the SVAE: `(X (n,3,64,64) in [0,1], y, is_test)`, test images first, file order."
-    if not 0 <= n_test <= N_CIFAR_TEST: raise ValueError(f"n_test must be in [0, {N_CIFAR_TEST}]; got {n_test!r}")
-    n_max = N_CIFAR_TRAIN - HELDOUT_OFFSET
-    if not 0 <= n_heldout <= n_max: raise ValueError(f"n_heldout must be in [0, {n_max}]; got {n_heldout!r}")
+    n_train_found, n_test_found = cifar10_counts(data_root)
+    _check_count('n_test', n_test, n_test_found, 'the CIFAR-10 test images found')
+    if n_heldout and HELDOUT_OFFSET >= n_train_found:
+        raise ValueError(f"held-out images start at HELDOUT_OFFSET={HELDOUT_OFFSET:,}, but only {n_train_found:,} CIFAR-10 "
+                         f"training images were found: ask for n_heldout=0 or use a data root with more training batches")
+    _check_count('n_heldout', n_heldout, max(0, n_train_found - HELDOUT_OFFSET),
+                 f'the CIFAR-10 training images found from HELDOUT_OFFSET={HELDOUT_OFFSET:,} on')
     if n_test + n_heldout == 0: raise ValueError("n_test + n_heldout must be > 0")
     parts = [load_cifar10(split, n=k, offset=off, root=data_root, size=64)
              for split, k, off in (('test', n_test, 0), ('train', n_heldout, HELDOUT_OFFSET)) if k]
