@@ -137,8 +137,8 @@ def test_trained_quick_model_is_cached_and_shared():
     X, y, is_test = analysis_set(n_test=4, n_heldout=4)
     assert X.shape == (8, 3, 64, 64) and is_test.tolist() == [True] * 4 + [False] * 4
     maps = svae_maps(m2, X, batch_size=4, progress=False)
-    assert maps["error"].shape == (8, 16, 16) and maps["gram"].shape == (8, 16, 16, 4, 4)
-    assert torch.allclose(maps["error"].mean((1, 2)), maps["mse"], rtol=1e-5)
+    assert maps.error.shape == (8, 16, 16) and maps.gram.shape == (8, 16, 16, 4, 4)
+    assert torch.allclose(maps.error.mean((1, 2)), maps.mse, rtol=1e-5)
     assert SVAE_PROFILES["full"]["n_train"] <= HELDOUT_OFFSET
 
 

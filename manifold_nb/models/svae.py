@@ -7,6 +7,7 @@ Docs: https://manifold-nb.github.io/manifold-nb/models/svae.html.md"""
 # %% ../../nbs/models/svae.ipynb #138abe62
 from __future__ import annotations
 import math
+from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
@@ -25,7 +26,7 @@ from ..train import fit, reconstruction_mse
 __all__ = ['FRECKLES_ARCH', 'SVAE_ARCH', 'NOISE_TYPES', 'HELDOUT_OFFSET', 'SVAE_PROFILES', 'extract_patches', 'stitch_patches',
            'gram_svd', 'ResidualMLPBlock', 'SpectralCrossAttention', 'BoundarySmooth', 'PatchSVAE', 'n_params',
            'omega_noise', 'mse_loss', 'noise_mixer', 'train_svae', 'trained_svae', 'cifar10_counts', 'analysis_set',
-           'gram_from_svd', 'svae_maps']
+           'gram_from_svd', 'SVAEMaps', 'svae_maps']
 
 # %% ../../nbs/models/svae.ipynb #20ab7526
 def _check_images(images, patch_size, channels=None):
@@ -366,6 +367,15 @@ def gram_from_svd(svd:dict, # the 'svd' dict of a forward pass
     Vt, S2 = svd['Vt'], svd[which].pow(2)
     return Vt.transpose(-2, -1) @ (S2.unsqueeze(-1) * Vt)
 
+@dataclass
+class SVAEMaps:
+    "Per-image quantities of a PatchSVAE on its patch grid (gh × gw) for n images, as `svae_maps` returns them."
+    error: torch.Tensor  # (n, gh, gw) mean squared round-trip reconstruction error of each patch (after BoundarySmooth)
+    S: torch.Tensor  # (n, gh, gw, D) coordinated singular values (after the spectral cross-attention; not necessarily sorted)
+    S_orig: torch.Tensor  # (n, gh, gw, D) singular values of the per-patch matrix M, descending
+    mse: torch.Tensor  # (n,) mean squared reconstruction error of each image (= `error` averaged over the grid)
+    gram: torch.Tensor|None = None  # (n, gh, gw, D, D) Gram matrices Vᵀ diag(S²) V from `S` or `S_orig` (`svae_maps(gram=...)`); None if not asked for
+
 @torch.no_grad()
 def svae_maps(model:PatchSVAE, # trained model
               X:torch.Tensor, # (n, 3, H, W) images in [0, 1]
@@ -373,8 +383,9 @@ def svae_maps(model:PatchSVAE, # trained model
               device:str="cpu", # device to run on
               gram:str|None="S", # also return Gram matrices built from "S" or "S_orig"; None: skip
               progress:bool=True, # tqdm progress bar
-             ) -> dict:
-    "Per-image maps on the patch grid: `error` (n,gh,gw) patch MSE, `S`, `S_orig` (n,gh,gw,D), `gram` (n,gh,gw,D,D), `mse` (n,)."
+             ) -> SVAEMaps:
+    "Per-image maps on the patch grid (`SVAEMaps`: patch errors, both spectra, image MSE, optionally Gram matrices), computed batch-wise on the CPU."
+    if gram is not None: check_choice('gram', gram, ('S', 'S_orig'))
     dev = get_device(device); model.to(dev).eval()
     ps = model.patch_size; keys = ['error', 'S', 'S_orig', 'mse'] + (['gram'] if gram else [])
     acc = {k: [] for k in keys}
@@ -386,4 +397,4 @@ def svae_maps(model:PatchSVAE, # trained model
         acc['mse'].append((xb - out['recon']).pow(2).mean((1, 2, 3)).cpu())
         for k in ('S', 'S_orig'): acc[k].append(out['svd'][k].reshape(B, gh, gw, -1).cpu())
         if gram: acc['gram'].append(gram_from_svd(out['svd'], gram).reshape(B, gh, gw, model.D, model.D).cpu())
-    return {k: torch.cat(v) for k, v in acc.items()}
+    return SVAEMaps(**{k: torch.cat(v) for k, v in acc.items()})
