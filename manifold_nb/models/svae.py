@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from filelock import FileLock
 from torch import nn
+from torch.autograd.function import once_differentiable
 from tqdm.auto import tqdm
 
 from ..utils import check_choice, check_positive, get_device, set_seed
@@ -63,18 +64,50 @@ def stitch_patches(patches:torch.Tensor, # (B, gh·gw, C·ps·ps)
     return patches.reshape(B, gh, gw, channels, ps, ps).permute(0, 3, 1, 4, 2, 5).reshape(B, channels, gh * ps, gw * ps)
 
 # %% ../../nbs/models/svae.ipynb #b156da1a
+def _gram_eig(A, eig_solver):
+    "Thin SVD `(U, S, V)` of float64 `A` (..., V, D) from the eigendecomposition of its jittered Gram matrix; S descending."
+    D = A.shape[-1]
+    G = A.transpose(-2, -1) @ A + 1e-12 * torch.eye(D, dtype=A.dtype, device=A.device)
+    evals, evecs = (eig_solver or torch.linalg.eigh)(G)
+    evals, evecs = evals.to(A.dtype).flip(-1), evecs.to(A.dtype).flip(-1)
+    S = evals.clamp(min=1e-24).sqrt()
+    U = (A @ evecs) / S.clamp(min=1e-16).unsqueeze(-2)
+    return U, S, evecs
+
+class _GramSVD(torch.autograd.Function):
+    "Thin SVD through the Gram matrix with the analytic SVD backward, made safe at repeated singular values."
+    @staticmethod
+    def forward(ctx, M, eig_solver):
+        U, S, V = _gram_eig(M.double(), eig_solver)
+        ctx.save_for_backward(U, S, V); ctx.eps = torch.finfo(M.dtype).eps     # precision of the incoming gradients
+        return U.to(M.dtype), S.to(M.dtype), V.transpose(-2, -1).to(M.dtype)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, gU, gS, gVt):
+        U, S, V = ctx.saved_tensors
+        gU = torch.zeros_like(U) if gU is None else gU.double()
+        gS = torch.zeros_like(S) if gS is None else gS.double()
+        gV = torch.zeros_like(V) if gVt is None else gVt.double().transpose(-2, -1)
+        A, B = U.transpose(-2, -1) @ gU, V.transpose(-2, -1) @ gV
+        C = A + B
+        si, sj = S.unsqueeze(-1), S.unsqueeze(-2)                      # s_i down the rows, s_j along the columns
+        K = si * C - sj * C.transpose(-2, -1)                          # zero for every function of U diag(S) Vᵀ
+        E = sj ** 2 - si ** 2
+        s_max = S[..., :1].unsqueeze(-1)
+        noise = 16 * ctx.eps * s_max * (gU.norm(dim=(-2, -1)) + gV.norm(dim=(-2, -1)))[..., None, None]
+        keep = (K.abs() > noise) & (E.abs() > 1e3 * torch.finfo(S.dtype).eps * s_max ** 2)
+        X = (A + B.transpose(-2, -1)) / (si + sj).clamp(min=1e-16) + torch.where(keep, K / torch.where(keep, E, 1.), 0.)
+        X = X * (1 - torch.eye(S.shape[-1], dtype=S.dtype, device=S.device)) + torch.diag_embed(gS)
+        gM = (U @ X + (gU - U @ A) / S.clamp(min=1e-16).unsqueeze(-2)) @ V.transpose(-2, -1)
+        return gM, None
+
 def gram_svd(M:torch.Tensor, # (..., V, D) matrices, V >= D
              eig_solver:Callable|None=None, # f(G) -> (eigenvalues ascending (..., D), eigenvectors (..., D, D)); default torch.linalg.eigh
             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    "Thin SVD `(U, S, Vt)` of `M` via the eigendecomposition of the fp64 Gram `MᵀM`; S descending."
+    "Thin SVD `(U, S, Vt)` of `M` via the eigendecomposition of the fp64 Gram `MᵀM`; S descending; gradients exact for functions of U S Vᵀ and S, also at repeated singular values."
     with torch.autocast(M.device.type, enabled=False):
-        A = M.double(); D = A.shape[-1]
-        G = A.transpose(-2, -1) @ A + 1e-12 * torch.eye(D, dtype=A.dtype, device=A.device)
-        evals, evecs = (eig_solver or torch.linalg.eigh)(G)
-        evals, evecs = evals.to(A.dtype).flip(-1), evecs.to(A.dtype).flip(-1)
-        S = evals.clamp(min=1e-24).sqrt()
-        U = (A @ evecs) / S.clamp(min=1e-16).unsqueeze(-2)
-        return U.to(M.dtype), S.to(M.dtype), evecs.transpose(-2, -1).to(M.dtype)
+        return _GramSVD.apply(M, eig_solver)
 
 # %% ../../nbs/models/svae.ipynb #5052ab1d
 class ResidualMLPBlock(nn.Module):
