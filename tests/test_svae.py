@@ -109,7 +109,7 @@ def test_gradients_flow_through_svd_and_parameter_counts():
     m = PatchSVAE(**SVAE_ARCH); x = torch.rand(2, 3, 16, 16)
     F.mse_loss(m(x)["recon"], x).backward()
     g = m.enc_in.weight.grad
-    assert g is not None and torch.isfinite(g).all() and g.abs().sum() > 0     # the encoder trains through eigh
+    assert g is not None and torch.isfinite(g).all() and g.abs().sum() > 0     # the encoder trains through the SVD
 
 
 def test_noise_mixture():
@@ -201,3 +201,68 @@ def test_analysis_set_counts_come_from_the_files(full_cifar, tmp_path):
     assert X.shape == (300, 3, 64, 64) and is_test.all()
     with pytest.raises(ValueError, match=r"n_test must be in \[0, 300\]"): analysis_set(n_test=301, n_heldout=0, data_root=tmp_path)
     with pytest.raises(TypeError, match="n_test must be an int; got float"): analysis_set(n_test=3.0, data_root=tmp_path)
+
+
+def _with_singular_values(s, batch=2, seed=0):
+    "float64 (batch, 48, 4) matrices Q diag(s) Wᵀ with orthonormal Q (48x4) and W (4x4): singular values exactly s."
+    g = torch.Generator().manual_seed(seed)
+    Q = torch.linalg.qr(torch.randn(batch, 48, 4, dtype=torch.float64, generator=g))[0]
+    W = torch.linalg.qr(torch.randn(batch, 4, 4, dtype=torch.float64, generator=g))[0]
+    return (Q * torch.tensor(s, dtype=torch.float64)) @ W.mT
+
+
+@pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-6), (torch.float64, 1e-13)])
+def test_gram_svd_gradient_at_repeated_singular_values_issue_case(dtype, tol):
+    # issue 11.5: M (1, 48, 4) with orthonormal columns, loss <U S Vᵀ, R>; U S Vᵀ = M, so the gradient is exactly R
+    # (before the fix: relative error 7.4 in float32, NaN in float64)
+    g = torch.Generator().manual_seed(0)
+    M = torch.linalg.qr(torch.randn(1, 48, 4, dtype=torch.float64, generator=g))[0].to(dtype).requires_grad_()
+    R = torch.randn(1, 48, 4, dtype=dtype, generator=torch.Generator().manual_seed(1))
+    U, S, Vt = gram_svd(M)
+    ((U * S[..., None, :]) @ Vt * R).sum().backward()
+    assert torch.isfinite(M.grad).all()
+    assert ((M.grad - R).norm() / R.norm()).item() < tol
+
+
+@pytest.mark.parametrize("s", [(1., 1., 1., 1.), (2., 1., 1., .5), (1., 1 + 1e-5, 1 + 1e-4, 2.), (1., 1 + 1e-3, 1 + 2e-3, 2.)])
+def test_gram_svd_float32_gradient_near_repeated(s):
+    M64 = _with_singular_values(s, batch=64)
+    M = M64.float().requires_grad_(); R = torch.randn(64, 48, 4, generator=torch.Generator().manual_seed(2))
+    U, S, Vt = gram_svd(M)
+    ((U * S[..., None, :]) @ Vt * R).sum().backward()
+    assert ((M.grad - R).norm(dim=(-2, -1)) / R.norm(dim=(-2, -1))).max().item() < 1e-6
+
+
+_R = torch.randn(2, 48, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+_W = torch.tensor([1., -2., .5, 3.], dtype=torch.float64)
+_LOSSES = {
+    "usv_linear": lambda M: ((lambda U, S, Vt: (U * S[..., None, :]) @ Vt * _R)(*gram_svd(M))).sum(),
+    "usv_cubic": lambda M: ((lambda U, S, Vt: ((U * S[..., None, :]) @ Vt) ** 3 * _R)(*gram_svd(M))).sum(),
+    "usv_norms": lambda M: ((lambda U, S, Vt: ((U * S[..., None, :]) @ Vt).norm(dim=-1))(*gram_svd(M))).sum(),
+    "s_symmetric": lambda M: (gram_svd(M)[1] ** 3).sum() + gram_svd(M)[1].log().sum(),
+    "s_weighted": lambda M: (gram_svd(M)[1] * _W).sum(),          # not symmetric: only where S is not repeated
+}
+_SPECTRA = {"repeated": (1., 1., 1., 1.), "repeated_pair": (2., 1., 1., .5), "near_repeated": (1., 1 + 1e-3, 1 + 2e-3, 2.),
+            "generic": (3., 2., 1.5, 1.)}
+
+
+@pytest.mark.parametrize("spectrum", list(_SPECTRA))
+@pytest.mark.parametrize("loss", list(_LOSSES))
+def test_gram_svd_gradcheck(spectrum, loss):
+    if loss == "s_weighted" and spectrum.startswith("repeated"): pytest.skip("a weighted sum of sorted S has a kink there")
+    M = _with_singular_values(_SPECTRA[spectrum]).requires_grad_()
+    assert torch.autograd.gradcheck(_LOSSES[loss], (M,), eps=1e-6, atol=1e-7, rtol=1e-6)
+
+
+def test_gram_svd_gradient_of_other_functions_is_the_textbook_one():
+    # away from degeneracy the gauge-dependent term is kept: a function of U diag(c·S) Vᵀ (what the SVAE decodes after
+    # its cross-attention) and a function of U and Vt alone pass gradcheck and agree with autograd through torch.linalg.svd
+    c = torch.tensor([1.1, .9, 1.2, .8], dtype=torch.float64)
+    coord = lambda M: ((lambda U, S, Vt: (U * (S * c)[..., None, :]) @ Vt * _R)(*gram_svd(M))).sum()
+    for s in (_SPECTRA["generic"], _SPECTRA["near_repeated"]):
+        assert torch.autograd.gradcheck(coord, (_with_singular_values(s).requires_grad_(),), eps=1e-7, atol=1e-5, rtol=1e-5)
+    M = _with_singular_values(_SPECTRA["generic"]).requires_grad_()
+    f = lambda U, Vt: (U ** 2 * _R).sum() + (Vt ** 2 * _R[:, :4]).sum()      # invariant to each column's sign
+    ours = torch.autograd.grad(f(*gram_svd(M)[::2]), M)[0]
+    U, _, Vt = torch.linalg.svd(M, full_matrices=False)
+    assert torch.allclose(ours, torch.autograd.grad(f(U, Vt), M)[0], rtol=1e-9, atol=1e-12)
