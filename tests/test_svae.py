@@ -6,7 +6,7 @@ import torch.nn.functional as F
 from manifold_nb.train import reconstruction_mse
 from manifold_nb.models.svae import (PatchSVAE, SVAE_ARCH, FRECKLES_ARCH, extract_patches, stitch_patches, gram_svd,
                               gram_from_svd, omega_noise, train_svae, trained_svae, analysis_set,
-                              svae_maps, n_params, HELDOUT_OFFSET, SVAE_PROFILES)
+                              svae_maps, n_params, cifar10_counts, HELDOUT_OFFSET, SVAE_PROFILES)
 
 
 @pytest.mark.parametrize("shape,ps", [((2, 3, 64, 64), 4), ((1, 3, 12, 20), 4), ((3, 1, 8, 8), 2), ((2, 3, 32, 32), 16)])
@@ -38,7 +38,7 @@ def test_bad_inputs_raise_clear_errors():
     with pytest.raises(ValueError, match="multiples of patch_size=4"): extract_patches(torch.rand(1, 3, 64, 30), 4)
     with pytest.raises(ValueError, match="patches must have shape"): stitch_patches(torch.rand(1, 10, 48), 3, 3, 4)
     with pytest.raises(ValueError, match="profile must be one of"): trained_svae("medium")
-    with pytest.raises(ValueError, match="n_test must be in"): analysis_set(n_test=5000)
+    with pytest.raises(ValueError, match="n_test must be in"): analysis_set(n_test=cifar10_counts()[1] + 1)   # one more than found
     with pytest.raises(ValueError, match="noise_frac must be in"): train_svae(m, torch.rand(4, 3, 8, 8), noise_frac=1.5)
     with pytest.raises(ValueError, match="which must be one of"): gram_from_svd({}, which="T")
 
@@ -172,7 +172,6 @@ def full_cifar(tmp_path_factory):
 
 
 def test_analysis_set_at_full_cifar_size(full_cifar):
-    from manifold_nb.models.svae import cifar10_counts
     root, tr_x, te_x, tr_y, te_y = full_cifar
     assert cifar10_counts(root) == (50_000, 10_000)
     X, y, is_test = analysis_set(n_test=10_000, n_heldout=8, data_root=root)
@@ -189,7 +188,6 @@ def test_analysis_set_at_full_cifar_size(full_cifar):
 
 
 def test_analysis_set_counts_come_from_the_files(full_cifar, tmp_path):
-    from manifold_nb.models.svae import cifar10_counts
     root, tr_x, te_x, tr_y, te_y = full_cifar
     d = tmp_path / "cifar-10-batches-py"; d.mkdir()                       # two training batches: nothing held out
     for k in range(2): _write_batch(d / f"data_batch_{k + 1}", tr_x[k * 10_000:(k + 1) * 10_000], tr_y[k * 10_000:(k + 1) * 10_000])

@@ -322,6 +322,7 @@ def train_svae(model:PatchSVAE, # model trained in place
     check_positive('epochs', epochs); check_positive('batch_size', batch_size); check_positive('lr', lr)
     if not 0 <= noise_frac < 1: raise ValueError(f"noise_frac must be in [0, 1); got {noise_frac!r}")
     n_noise = int(round(noise_frac * batch_size)); n_img = batch_size - n_noise
+    if n_img < 1: raise ValueError(f"batch_size={batch_size} with noise_frac={noise_frac} leaves no room for images; use a larger batch_size")
     clip = (lambda m: torch.nn.utils.clip_grad_norm_(m.cross_attn.parameters(), cross_clip)) if cross_clip else None
     val = (lambda m, epoch: dict(val_mse=reconstruction_mse(m, X_val, batch_size=128, device=device))) if X_val is not None else None
     h = fit(model, (X,), mse_loss, epochs=epochs, lr=lr, batch_size=n_img, device=device, optimizer='adam', seed=seed,
