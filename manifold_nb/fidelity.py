@@ -10,7 +10,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .svae import extract_patches
+from .models.svae import extract_patches
 
 # %% auto #0
 __all__ = ['effective_rank', 'spectrum_stats', 'mode_energy_fractions', 'mode_ablation_mse',

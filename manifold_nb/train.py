@@ -10,6 +10,7 @@ import math, time
 from typing import Callable, Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 from tqdm.auto import tqdm
@@ -17,11 +18,12 @@ from tqdm.auto import tqdm
 from .utils import check_choice, check_positive, get_device, set_seed
 
 # %% auto #0
-__all__ = ['OPTIMIZERS', 'SCHEDULERS', 'fit', 'predict', 'accuracy']
+__all__ = ['OPTIMIZERS', 'SCHEDULERS', 'ORDERS', 'fit', 'predict', 'accuracy', 'reconstruction_mse']
 
 # %% ../nbs/core/02_train.ipynb #e6b0a081
 OPTIMIZERS = dict(adam=torch.optim.Adam, adamw=torch.optim.AdamW, sgd=torch.optim.SGD)
 SCHEDULERS = (None, 'onecycle', 'cosine')
+ORDERS = ('loader', 'permutation')   # how `fit` draws each epoch's order (see `fit`)
 
 def _as_dataset(data):
     if isinstance(data, Dataset): return data
@@ -30,52 +32,85 @@ def _as_dataset(data):
     raise TypeError(f"data must be a Dataset, a tensor or a tuple of tensors; got {type(data).__name__}")
 
 # %% ../nbs/core/02_train.ipynb #5b273c5b
+class _EpochPermutation(torch.utils.data.Sampler):
+    "Every index once per epoch, in the order of one `torch.randperm(n, generator)` drawn when the epoch starts."
+    def __init__(self, n:int, generator:torch.Generator): self.n, self.generator = n, generator
+    def __len__(self): return self.n
+    def __iter__(self): return iter(torch.randperm(self.n, generator=self.generator).tolist())
+
+def _loader(ds, batch_size, order, g):
+    "Batches of `ds` in the epoch order `order` drawn from the generator `g`."
+    if order == 'loader': return DataLoader(ds, batch_size=batch_size, shuffle=True, generator=g, drop_last=len(ds) > batch_size)
+    # the DataLoader draws a worker base seed from its own generator: a separate one, so that only the
+    # permutation and the batch transform consume `g`
+    return DataLoader(ds, batch_size=batch_size, sampler=_EpochPermutation(len(ds), g), generator=torch.Generator())
+
+def _grads_finite(model):
+    return all(bool(torch.isfinite(p.grad).all()) for p in model.parameters() if p.grad is not None)
+
 def fit(model:nn.Module, # model to train in place
         data:Dataset|Sequence[torch.Tensor], # a Dataset or a tuple of tensors (X, y, ...)
         loss_fn:Callable, # loss_fn(model, batch) -> scalar loss; batch is a tuple of tensors on `device`
         epochs:int=1, # passes over `data`
         lr:float=1e-3, # (peak) learning rate
-        batch_size:int=128, # samples per step
+        batch_size:int=128, # samples per step (before `batch_transform`)
         device:str='cpu', # "cpu", "cuda", "mps" or "auto"
         optimizer:str='adam', # "adam", "adamw" or "sgd"
         weight_decay:float=0., # optimiser weight decay
         eval_fn:Callable|None=None, # eval_fn(model, epoch) -> dict of numbers, after each epoch (eval mode, no grad)
-        seed:int=0, # seeds initial shuffling
-        progress:bool=True, # show a tqdm progress bar
+        seed:int=0, # seeds the generator that shuffles (and that `batch_transform` draws from)
+        progress:bool=True, # show a tqdm progress bar and the per-epoch evaluation line
         desc:str|None=None, # progress bar label
-        scheduler:str|None=None, # None, "onecycle" or "cosine"
-        max_steps:int|None=None, # stop after this many optimiser steps (smoke runs)
+        scheduler:str|None=None, # None, "onecycle" or "cosine" (stepped once per step, skipped steps included)
+        max_steps:int|None=None, # stop after this many steps (smoke runs)
+        lr_min:float=0., # final learning rate of the "cosine" schedule
+        order:str='loader', # epoch order: "loader" (torch's RandomSampler; a last short batch is dropped when there are several) or "permutation" (one `torch.randperm(n, generator)` per epoch; every sample used, the last batch may be short)
+        batch_transform:Callable|None=None, # batch_transform(batch, step, generator) -> batch, applied to each batch (tuple of CPU tensors) before it moves to `device` (e.g. mixing in noise); `step` counts from 0 over all epochs, `generator` is the seeded shuffling generator
+        before_step:Callable|None=None, # before_step(model) after the backward pass, before the optimiser step (e.g. clipping some gradients)
+        skip_nonfinite:bool=False, # skip and count steps with a non-finite loss or gradient instead of raising `FloatingPointError`
        ) -> dict:
-    "Train `model` on `data` by minimising `loss_fn`; return a history of per-epoch losses and evaluations."
+    "Train `model` on `data` by minimising `loss_fn`; return a history of per-epoch losses and evaluations, per-step losses and skipped steps."
     check_positive('epochs', epochs); check_positive('lr', lr); check_positive('batch_size', batch_size)
     check_choice('optimizer', optimizer, OPTIMIZERS); check_choice('scheduler', scheduler, SCHEDULERS)
+    check_choice('order', order, ORDERS)
+    if not 0 <= lr_min < lr: raise ValueError(f"lr_min must be in [0, lr={lr}); got {lr_min!r}")
     dev = get_device(device); model.to(dev)
     ds = _as_dataset(data)
     g = torch.Generator().manual_seed(seed)
-    dl = DataLoader(ds, batch_size=batch_size, shuffle=True, generator=g, drop_last=len(ds) > batch_size)
+    dl = _loader(ds, batch_size, order, g)
     opt = OPTIMIZERS[optimizer](model.parameters(), lr=lr, weight_decay=weight_decay)
     n_steps = epochs*len(dl) if max_steps is None else min(max_steps, epochs*len(dl))
     sched = (torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=n_steps) if scheduler == 'onecycle' else
-             torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=n_steps) if scheduler == 'cosine' else None)
-    hist, step, t0 = dict(loss=[], eval=[]), 0, time.time()
+             torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=n_steps, eta_min=lr_min) if scheduler == 'cosine' else None)
+    hist, step, t0 = dict(loss=[], eval=[], step_loss=[], skipped=0), 0, time.time()
     bar = tqdm(total=n_steps, desc=desc or type(model).__name__, disable=not progress, mininterval=1.0)
     for epoch in range(epochs):
         model.train(); tot, cnt = 0., 0
         for batch in dl:
+            if batch_transform is not None: batch = batch_transform(tuple(batch), step, g)
             batch = tuple(b.to(dev) for b in batch)
             loss = loss_fn(model, batch)
-            if not torch.isfinite(loss): raise FloatingPointError(f"loss became {loss.item()} at epoch {epoch}, step {step}")
-            opt.zero_grad(set_to_none=True); loss.backward(); opt.step()
+            ok = bool(torch.isfinite(loss))
+            if not (ok or skip_nonfinite): raise FloatingPointError(f"loss became {loss.item()} at epoch {epoch}, step {step}")
+            opt.zero_grad(set_to_none=True)
+            if ok:
+                loss.backward()
+                if before_step is not None: before_step(model)
+                ok = not skip_nonfinite or _grads_finite(model)
+            if ok: opt.step(); tot += loss.item()*len(batch[0]); cnt += len(batch[0])
+            else: hist['skipped'] += 1
+            hist['step_loss'].append(loss.item() if ok else math.nan)
             if sched is not None: sched.step()
-            tot += loss.item()*len(batch[0]); cnt += len(batch[0]); step += 1
-            bar.update(1); bar.set_postfix(epoch=epoch+1, loss=f'{tot/cnt:.4g}', refresh=False)
+            step += 1
+            bar.update(1); bar.set_postfix(epoch=epoch+1, loss=f'{tot/max(cnt, 1):.4g}', refresh=False)
             if step >= n_steps: break
-        hist['loss'].append(tot/max(cnt, 1))
+        hist['loss'].append(tot/cnt if cnt else math.nan)
         if eval_fn is not None:
             model.eval()
             with torch.no_grad(): ev = eval_fn(model, epoch)
-            hist['eval'].append(ev); bar.write(f'epoch {epoch+1}/{epochs}: loss {tot/max(cnt,1):.4g} ' +
-                                               ' '.join(f'{k} {v:.4g}' for k, v in (ev or {}).items()))
+            hist['eval'].append(ev)
+            if progress: bar.write(f'epoch {epoch+1}/{epochs}: loss {hist["loss"][-1]:.4g} ' +
+                                   ' '.join(f'{k} {v:.4g}' for k, v in (ev or {}).items()))
         if step >= n_steps: break
     bar.close(); model.eval()
     hist['seconds'] = time.time() - t0
@@ -97,3 +132,22 @@ def accuracy(model:nn.Module, X:torch.Tensor, y:torch.Tensor, batch_size:int=100
     "Share of `X` whose argmax output equals the label `y`."
     if len(X) != len(y): raise ValueError(f"X and y must have the same length; got {len(X)} and {len(y)}")
     return (predict(model, X, batch_size, device).argmax(1) == y.cpu()).float().mean().item()
+
+@torch.no_grad()
+def reconstruction_mse(model:nn.Module, # an autoencoder: returns the reconstruction, or a dict holding it under 'recon'
+                       X:torch.Tensor, # (n, ...) inputs, reconstructed to the same shape
+                       batch_size:int=1000, # samples per forward pass
+                       device:str='cpu', # device to run on
+                      ) -> float:
+    "Mean squared error per element between `X` and `model`'s reconstruction of it, in batches without gradients; the training flag is restored."
+    if not isinstance(X, torch.Tensor): raise TypeError(f"X must be a torch.Tensor; got {type(X).__name__}")
+    dev = get_device(device); was_training = model.training; model.to(dev).eval(); total = 0.
+    try:
+        for i in range(0, len(X), batch_size):
+            xb = X[i:i+batch_size].to(dev); out = model(xb)
+            rec = out['recon'] if isinstance(out, dict) else out
+            if rec.shape != xb.shape:
+                raise ValueError(f"the reconstruction must have the input's shape {tuple(xb.shape)}; got {tuple(rec.shape)}")
+            total += F.mse_loss(rec, xb, reduction='sum').item()
+    finally: model.train(was_training)
+    return total / X.numel()

@@ -7,8 +7,7 @@ Docs: https://manifold-nb.github.io/manifold-nb/models/autoencoders.html.md"""
 # %% auto #0
 __all__ = ['IMAGE_SHAPE', 'INPUT_SIZE', 'AE_KINDS', 'AE_LATENT_SIZES', 'check_images', 'FullyConnectedAutoencoder',
            'ConvolutionalAutoencoder', 'autoencoder_name', 'check_latent_dim', 'build_autoencoder', 'PCAAutoencoder',
-           'fit_pca_autoencoders', 'reconstruction_loss', 'train_autoencoder', 'reconstruct', 'reconstruction_mse',
-           'cached_autoencoder']
+           'fit_pca_autoencoders', 'reconstruction_loss', 'train_autoencoder', 'reconstruct', 'cached_autoencoder']
 
 # %% ../../nbs/models/autoencoders.ipynb #3d8cbfb9
 import numpy as np
@@ -16,7 +15,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from ..cache import cached_model, fingerprint
-from ..train import fit, predict
+from ..train import fit, predict, reconstruction_mse   # the collection's one reconstruction MSE, also importable from here
 from ..transforms import check_images as _check_images
 from ..utils import get_device, set_seed
 
@@ -174,11 +173,6 @@ def reconstruct(model:nn.Module, # any autoencoder with encode/decode
     X = check_images(X, "X"); was_training = model.training
     try: return predict(model, X, batch_size, get_device(device))
     finally: model.train(was_training)
-
-def reconstruction_mse(model:nn.Module, X, batch_size:int=1000, device="cpu")->float:
-    "Mean squared reconstruction error per pixel of `model` on images `X`."
-    X = check_images(X, "X")
-    return float(((reconstruct(model, X, batch_size, device) - X) ** 2).mean())
 
 # %% ../../nbs/models/autoencoders.ipynb #f8b27841
 def cached_autoencoder(kind:str, # "conv" or "fc"
