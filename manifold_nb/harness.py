@@ -160,7 +160,9 @@ class ThisPythonKernelManager(AsyncKernelManager):
     def _kernel_spec_manager_default(self): return KernelSpecManager(kernel_dirs=[], ensure_native_kernel=True)
 
     async def start_kernel(self, **kw):
-        "Start the kernel, its process's stderr appended to `log_path`."
+        "Start the kernel (figures inline, whatever `MPLBACKEND` says), its process's stderr appended to `log_path`."
+        # MPLBACKEND=Agg (set for headless runs and CI) would reach the kernel and silently drop every inline figure
+        kw['env'] = {k: v for k, v in kw.get('env', os.environ).items() if k != 'MPLBACKEND'}
         if self.log_path is None: return await super().start_kernel(**kw)
         with open(self.log_path, 'ab') as f: return await super().start_kernel(stderr=f, **kw)
 

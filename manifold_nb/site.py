@@ -139,9 +139,11 @@ def embed_figures(nb, # a notebook node (executed)
     "Append each figure to the outputs of the code cell whose `savefig` call names it; the rest close the notebook."
     todo = list(figures)
     for cell in nb.cells:
-        if cell.cell_type != 'code' or any('image/png' in o.get('data', {}) for o in cell.get('outputs', [])): continue
+        if cell.cell_type != 'code': continue
         pats = [_name_pattern(bool(m.group(1)), m.group(3)) for m in _SAVEFIG.finditer(cell.source)]
         mine = [f for f in todo if any(re.fullmatch(p, f.stem) for p in pats)]
+        if any('image/png' in o.get('data', {}) for o in cell.get('outputs', [])):   # shown inline by the run already
+            todo = [f for f in todo if f not in mine]; continue
         if not mine: continue
         paths = re.compile('|'.join(rf"PosixPath\('[^']*/{re.escape(f.name)}'\)" for f in mine))  # the path savefig returned
         cell.outputs = [o for o in cell.outputs if not paths.fullmatch(o.get('data', {}).get('text/plain', '').strip())]

@@ -236,3 +236,16 @@ def test_the_output_check_fails_on_an_executed_notebook_even_after_nbdev_clean(t
     assert any("outputs" in p for p in problems), problems      # nbdev-clean alone leaves the outputs in
     nb = nbformat.read(str(copy), as_version=4)
     assert any("parameters" in c.metadata.get("tags", []) for c in nb.cells)   # and keeps the papermill tag
+
+
+def test_figures_are_inline_whatever_mplbackend_says(tmp_path, monkeypatch):
+    "A figure shown by a cell is an image output of the executed notebook, also when MPLBACKEND=Agg (as in CI)."
+    import nbformat
+    monkeypatch.setenv("MPLBACKEND", "Agg")
+    nbs = tmp_path / "nbs"; nbs.mkdir()
+    params = nbformat.v4.new_code_cell('out_dir = "x"   # output folder', metadata=dict(tags=["parameters"]))
+    plot = nbformat.v4.new_code_cell("import matplotlib.pyplot as plt\nfig, ax = plt.subplots(); ax.plot([0, 1]); plt.show()")
+    nbformat.write(nbformat.v4.new_notebook(cells=[params, plot]), str(nbs / "00_plot.ipynb"))
+    dest = run_notebook("plot", nbs=nbs, out=tmp_path / "out", progress=False, log_output=False)
+    outs = nbformat.read(str(dest), as_version=4).cells[-1].outputs
+    assert any("image/png" in o.get("data", {}) for o in outs), outs
