@@ -16,6 +16,7 @@ import pandas as pd
 import yaml
 
 from .cli import add_param_option
+from .probes import mean_interval
 from .harness import check_values, notebook_parameters, notebooks, parse_params, run_notebook
 from .runs import PROFILES
 from .utils import atomic_write, check_choice, check_positive, to_jsonable
@@ -25,8 +26,8 @@ _log = logging.getLogger(__name__)
 # %% auto #0
 __all__ = ['STARTUP_FAILURES', 'RUN_COLUMNS', 'expand_grid', 'Point', 'point_key', 'make_points', 'is_startup_failure',
            'call_with_deadline', 'PointRecord', 'run_point', 'point_done', 'sweep_table', 'write_table', 'dask_client',
-           'sweep', 'mean_interval', 'SweepPlot', 'plot_sweep', 'read_grid_file', 'cli_grid', 'parse_resources',
-           'add_parser', 'summary', 'main']
+           'sweep', 'SweepPlot', 'plot_sweep', 'read_grid_file', 'cli_grid', 'parse_resources', 'add_parser', 'summary',
+           'main']
 
 # %% ../nbs/core/sweep.ipynb #0e7a0252
 def expand_grid(grid:dict|list, # {name: [values]} (cartesian product) or [{name: value}, ...] (points as given)
@@ -292,17 +293,12 @@ def _run(notebook, todo, root, nbs, records, workers, scheduler, resources, time
                                              str(root/p.key/notebook/f'{notebook}.ipynb'), None, None, None, None)
 
 # %% ../nbs/core/sweep.ipynb #21da20b3
-def mean_interval(values:Any, # numbers (NaN ignored)
-                  level:float=0.95, # confidence level
-                 ) -> tuple[float, float, float]:
-    "Mean of `values` and the bounds of its Student-t confidence interval (NaN bounds with fewer than two values)."
-    from scipy import stats
+def _interval(values:Any, # numbers of one group (NaN, e.g. from failed points, ignored)
+              level:float=0.95, # confidence level
+             ) -> tuple[float, float, float]:
+    "Mean and Student-t bounds of the finite `values` (`probes.mean_interval`); all NaN when none is finite."
     v = np.asarray(values, float); v = v[np.isfinite(v)]
-    if len(v) == 0: return np.nan, np.nan, np.nan
-    m = float(v.mean())
-    if len(v) < 2: return m, np.nan, np.nan
-    half = stats.t.ppf(0.5 + level/2, len(v) - 1) * stats.sem(v)
-    return m, m - half, m + half
+    return tuple(mean_interval(v, level)) if len(v) else (np.nan, np.nan, np.nan)
 
 class SweepPlot(NamedTuple):
     "A figure of a sweep."
@@ -331,7 +327,7 @@ def plot_sweep(table:pd.DataFrame, # `sweep`'s table (or `pd.read_parquet` of sw
     means = []
     for key, g in (ok.groupby(others, sort=True) if others else [((), ok)]):
         key = key if isinstance(key, tuple) else (key,)
-        st = np.array([mean_interval(g.loc[g[x] == v, metric], level) for v in xs]); means += list(st[:, 0])
+        st = np.array([_interval(g.loc[g[x] == v, metric], level) for v in xs]); means += list(st[:, 0])
         line, = ax.plot(pos, st[:, 0], marker='o', label=', '.join(f'{a}={v}' for a, v in zip(others, key)) or None)
         if seeds:
             ax.fill_between(pos, st[:, 1], st[:, 2], color=line.get_color(), alpha=0.2, lw=0)
