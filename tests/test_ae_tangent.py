@@ -21,6 +21,21 @@ def quick(run_notebook):
     return run_notebook("ae_tangent", seed=0)
 
 
+def test_headline_numbers_in_bands(quick, quick_bands):
+    "Reconstruction MSE of all nine models and mean tangent angles within the bands of tests/fixtures/quick_bands.json."
+    assert quick_bands("ae_tangent", quick[1]) == []
+
+
+def test_document_table_and_figures_inline(quick):
+    import nbformat
+    out, m = quick
+    nb = nbformat.read(out / "ae_tangent.ipynb", 4)
+    data = [o.get("data", {}) for c in nb.cells for o in c.get("outputs", [])]
+    assert sum("image/png" in d for d in data) >= 5
+    assert any("this run" in d.get("text/html", "") and "document" in d.get("text/html", "") for d in data)
+    assert set(m["figure_alt"]) == set(m["figures"])
+
+
 def test_reconstruction_mse(quick):
     _, m = quick
     mse = m["reconstruction_mse"]; base = mse["mean_image_baseline"]
