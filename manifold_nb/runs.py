@@ -43,7 +43,7 @@ class Run:
         self.out_dir = Path(out_dir); self.fig_dir = self.out_dir/'figures'
         self.fig_dir.mkdir(parents=True, exist_ok=True)
         self.metrics = dict(notebook=name, params=dict(params or {}), started=time.strftime('%Y-%m-%dT%H:%M:%S'))
-        self.figures, self._t0 = [], time.time()
+        self.figures, self.figure_alt, self._t0 = [], {}, time.time()
 
     def log(self, **kwargs):
         "Add (or replace) metrics."
@@ -51,14 +51,21 @@ class Run:
 
     def savefig(self, fig, # matplotlib figure
                 name:str, # file name without extension
-                dpi:int=110):
-        "Save `fig` as `figures/name.png` and return its path."
-        path = atomic_write(self.fig_dir/f'{name}.png', lambda p: fig.savefig(p, dpi=dpi, bbox_inches='tight'))
-        self.figures.append(str(path.relative_to(self.out_dir))); return path
+                dpi:int=110, # resolution of the PNG
+                alt:str|None=None, # alternative text: one sentence saying what the figure shows (None: none yet)
+               ) -> Path:
+        "Save `fig` as `figures/name.png` (with `alt` as the PNG's `Description`) and return its path."
+        if alt is not None and not isinstance(alt, str): raise TypeError(f"alt must be a str or None; got {type(alt).__name__}")
+        meta = {'Description': alt} if alt else None
+        path = atomic_write(self.fig_dir/f'{name}.png', lambda p: fig.savefig(p, dpi=dpi, bbox_inches='tight', format='png', metadata=meta))
+        rel = str(path.relative_to(self.out_dir))
+        if rel not in self.figures: self.figures.append(rel)
+        if alt: self.figure_alt[rel] = alt
+        return path
 
     def save(self) -> Path:
-        "Write `metrics.json` (with the figure list and elapsed seconds) and return its path."
-        m = dict(self.metrics, figures=self.figures, seconds=round(time.time() - self._t0, 2))
+        "Write `metrics.json` (figure list, their alternative texts and elapsed seconds) and return its path."
+        m = dict(self.metrics, figures=self.figures, figure_alt=self.figure_alt, seconds=round(time.time() - self._t0, 2))
         return atomic_write(self.out_dir/'metrics.json', lambda p: p.write_text(json.dumps(to_jsonable(m), indent=1)))
 
     def __repr__(self): return f'Run({self.out_dir}, {len(self.metrics)} metrics, {len(self.figures)} figures)'

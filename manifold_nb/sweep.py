@@ -182,7 +182,7 @@ def _metrics(record:PointRecord) -> dict:
     "The metrics of a finished point, without bookkeeping entries."
     if record.status != 'ok': return {}
     m = json.loads((Path(record.executed).parent/'metrics.json').read_text())
-    for k in ('notebook', 'params', 'started', 'figures'): m.pop(k, None)
+    for k in ('notebook', 'params', 'started', 'figures', 'figure_alt'): m.pop(k, None)
     if 'seconds' in m: m['notebook_seconds'] = m.pop('seconds')
     return m
 

@@ -8,7 +8,8 @@ Docs: https://manifold-nb.github.io/manifold-nb/ae_tangent.html.md"""
 __all__ = ['TRANSFORMATIONS', 'DEFAULT_AMOUNTS', 'AE_FULL_TRAINING', 'transformation_tangents', 'eval_mode', 'decoder_jacobians',
            'decoder_jacobians_loop', 'default_rank_rtol', 'numerical_rank', 'column_space', 'projection_angles',
            'tangent_space_angles', 'TangentAnalysis', 'tangent_analysis', 'summarize', 'summarize_by_class',
-           'stratified_indices', 'linear_path', 'model_by_name', 'ae_train_kwargs']
+           'stratified_indices', 'linear_path', 'model_by_name', 'conv_operator', 'layer_rank_table', 'bn_scales',
+           'encoder_jacobians', 'ae_train_kwargs']
 
 # %% ../nbs/04_ae_tangent.ipynb #4f7af120
 import math
@@ -223,6 +224,49 @@ def model_by_name(models:dict, # {name: model}
                  )->nn.Module:
     "Look up a trained model by name, with a clear error for names (e.g. latent sizes) that were not trained."
     return models[check_choice("model", name, list(models))]
+
+# %% ../nbs/04_ae_tangent.ipynb #c58fd99a
+import torch.nn.functional as F
+
+def conv_operator(weight:torch.Tensor, # (C_out, 1, k, k) kernel of a convolution of one 28×28 channel
+                 )->torch.Tensor: # (C_out·(28-k+1)², 784) the convolution as a matrix acting on flattened images
+    "A 'valid' convolution of 28×28 single-channel images as a dense matrix: the layer applied to the 784 unit images."
+    return F.conv2d(torch.eye(INPUT_SIZE).reshape(INPUT_SIZE, 1, 28, 28), weight.detach().float()).reshape(INPUT_SIZE, -1).T
+
+def layer_rank_table(model:nn.Module, # a `build_autoencoder` model ("fc": Linear layers; "conv": econv1/econv3/dconv1/dconv3)
+                    )->dict: # {layer name: dict(shape, rank, s_max, s_min)} for every linear map whose rank is reported
+    "Rank (at NumPy's float32 tolerance), smallest and largest singular value of every linear map of `model`, from its weights only."
+    rows = {}
+    for lname, layer in model.named_children():
+        if isinstance(layer, nn.Linear): W = layer.weight
+        elif lname == "econv3": W = layer.weight.reshape(layer.weight.shape[0], -1)      # (L, 3200): the kernel covers the input
+        elif lname == "dconv1": W = layer.weight.reshape(layer.weight.shape[0], -1).T    # (3200, L)
+        elif lname == "econv1": W = conv_operator(layer.weight)                          # (18432, 784)
+        elif lname == "dconv3": W = conv_operator(layer.weight).T                        # (784, 18432): adjoint of the same kernel
+        else: continue
+        s = torch.linalg.svdvals(W.detach().float())
+        rows[lname] = dict(shape=list(W.shape), rank=int(numerical_rank(s, default_rank_rtol(*W.shape))), s_max=float(s[0]), s_min=float(s[-1]))
+    return rows
+
+def bn_scales(model:nn.Module, # any module
+             )->dict: # {BatchNorm layer name: smallest |γ| / sqrt(running_var + eps)}
+    "Smallest eval-mode scale of every BatchNorm child of `model` (zero would break immersion/submersion)."
+    return {n: float((m.weight.abs() / (m.running_var + m.eps).sqrt()).min()) for n, m in model.named_children()
+            if isinstance(m, nn.modules.batchnorm._BatchNorm)}
+
+def encoder_jacobians(model:nn.Module, # autoencoder with `encode(x) -> (N, L)` and `latent_dim`
+                      X:torch.Tensor, # images (N, 1, 28, 28)
+                      batch_size:int=8, # images per vmap call (bounds memory)
+                      device:str|torch.device="cpu", # torch device
+                     )->torch.Tensor: # (N, L, 784) float32 on the CPU
+    "Encoder Jacobians `d encode(x) / dx` at every image, with `vmap(jacrev)` (model in eval mode)."
+    from torch.func import vmap, jacrev
+    X = check_images(X, "X"); dev = get_device(device); check_positive("batch_size", batch_size)
+    with eval_mode(model.to(dev)):
+        f = lambda x: model.encode(x[None])[0]
+        out = [vmap(jacrev(f))(X[i:i+batch_size].to(dev).float()).reshape(-1, model.latent_dim, INPUT_SIZE).cpu()
+               for i in range(0, len(X), batch_size)]
+    return torch.cat(out) if out else torch.zeros(0, model.latent_dim, INPUT_SIZE)
 
 # %% ../nbs/04_ae_tangent.ipynb #f3b7ca60
 AE_FULL_TRAINING = dict(  # the full profile's autoencoder training (also used by benchmarks/ae_tangent.py: same cache keys)

@@ -86,3 +86,21 @@ def quick_run(run_notebook, outputs_root):
     for name in notebooks():
         if not (outputs_root / name / f"{name}.ipynb").exists(): run_notebook(name)
     return outputs_root
+
+
+@pytest.fixture(scope="session")
+def quick_bands():
+    """check(name, metrics) -> list of failures: each headline number of notebook `name` (dotted metrics.json paths in
+    tests/fixtures/quick_bands.json, with the seed that produced them) must lie in its band; a run with another seed fails."""
+    bands = json.loads((Path(__file__).parent / "fixtures" / "quick_bands.json").read_text())
+
+    def check(name, metrics):
+        if metrics["params"].get("seed") != bands["seed"]: return [f"seed {metrics['params'].get('seed')} != the bands' seed {bands['seed']}"]
+        bad = []
+        for key, b in bands["notebooks"][name].items():
+            v = metrics
+            for part in key.split("."): v = v[part]
+            lo, hi = b["band"]
+            if not (isinstance(v, (int, float)) and lo <= v <= hi): bad.append(f"{key} = {v} outside [{lo}, {hi}] (recorded {b['value']})")
+        return bad
+    return check

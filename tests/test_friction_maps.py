@@ -2,8 +2,31 @@
 tested on planted maps in tests/test_maps.py and under their code in nbs/methods/."""
 
 
-def test_friction_maps_quick(run_notebook):
-    out, m = run_notebook("friction_maps", seed=0)
+import pytest
+
+
+@pytest.fixture(scope="module")
+def friction(run_notebook):
+    return run_notebook("friction_maps", seed=0)
+
+
+def test_headline_numbers_in_bands(friction, quick_bands):
+    "SVAE MSE, mean friction, spatial CV, class cosine, mean per-position F (1 without class signal) within the fixture's bands."
+    assert quick_bands("friction_maps", friction[1]) == []
+
+
+def test_document_table_and_figures_inline(friction):
+    import nbformat
+    out, m = friction
+    nb = nbformat.read(out / "friction_maps.ipynb", 4)
+    data = [o.get("data", {}) for c in nb.cells for o in c.get("outputs", [])]
+    assert sum("image/png" in d for d in data) >= 6
+    assert any("this run" in d.get("text/html", "") and "document" in d.get("text/html", "") for d in data)
+    assert set(m["figure_alt"]) == set(m["figures"])
+
+
+def test_friction_maps_quick(friction):
+    out, m = friction
     n = m["n_images"]
     assert n == m["n_test_images"] + m["n_heldout_images"] == 400
     assert m["grid"] == [16, 16] and m["n_patches"] == n * 256

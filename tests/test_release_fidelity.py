@@ -8,6 +8,22 @@ def fidelity(run_notebook):
     return run_notebook("release_fidelity", seed=0)
 
 
+def test_headline_numbers_in_bands(fidelity, quick_bands):
+    "Reconstruction MSE, spatial CV, friction CV, effective rank, class cosine within the bands of tests/fixtures/quick_bands.json."
+    assert quick_bands("release_fidelity", fidelity[1]) == []
+
+
+def test_document_table_and_figures_inline(fidelity):
+    "The executed notebook shows its figures and a table with the document's numbers beside ours; every figure has alt text."
+    import nbformat
+    out, m = fidelity
+    nb = nbformat.read(out / "release_fidelity.ipynb", 4)
+    data = [o.get("data", {}) for c in nb.cells for o in c.get("outputs", [])]
+    assert sum("image/png" in d for d in data) >= 8
+    assert any("this run" in d.get("text/html", "") and "document" in d.get("text/html", "") for d in data)
+    assert set(m["figure_alt"]) == set(m["figures"])
+
+
 def test_images_and_model(fidelity):
     out, m = fidelity
     assert m["n_images"] == m["n_test_images"] + m["n_heldout_images"] == 200
