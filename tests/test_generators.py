@@ -211,3 +211,18 @@ def test_quick_joint_and_robustness_metrics(quick):
     assert r["first_order_error"][mid] < 1e-5 and max(r["first_order_error"]) < 10
     ta = m["transformation_accuracy"]
     assert {row["transformation"] for row in ta["rows"]} == set(AFF2_BASIS) and len(ta["rows"]) == 24
+
+
+def test_quick_augmented_cnn(quick):
+    "Rotation-augmented CNN side by side with the plain one: same analysis, and augmentation makes the logits more rotation-invariant."
+    from manifold_nb.transforms import AFF2_BASIS
+    out, m = quick
+    a = m["augmented_cnn"]
+    assert a["max_rotation"] > 0 and 0.85 < a["test_accuracy"] <= 1
+    pl, au = a["plain"], a["augmented"]
+    assert abs(pl["structure_constants"]["error_vs_aff2"] - m["structure_constants"]["features (J^A)"]["error_vs_aff2"]) < 1e-3
+    for k in AFF2_BASIS:
+        assert abs(pl["local_equivariance"][k]["logits_gain"]["mean"] / m["local_equivariance"]["per_generator"][k]["logits_gain"]["mean"] - 1) < 1e-3
+        assert len(au["structure_constants"]["closure_residual"]) == 15
+    assert au["local_equivariance"]["rotation"]["logits_gain"]["high"] < pl["local_equivariance"]["rotation"]["logits_gain"]["low"]
+    assert (out / "figures" / "augmented_structure_constants.png").exists()
