@@ -186,9 +186,12 @@ def test_joint_equivariant_map_planted():
             fit = solve_joint_equivariant_map(A, B, JA, JB, lam, weights=[0.5, 1., 3.], ridge=0., method=method, tol=1e-14)
             assert np.abs(fit.T - T0).max() <= 1e-10, (lam, method)
     A, B, JA, JB, _ = planted_joint_equivariant_data(noise=0.3, seed=5)
+    for w in (None, [0.5, 1., 3.]):    # the weights must enter both solvers alike
+        Tw = solve_joint_equivariant_map(A, B, JA, JB, 5., weights=w, method="kron").T
+        fit = solve_joint_equivariant_map(A, B, JA, JB, 5., weights=w, tol=1e-13)
+        assert fit.converged and np.abs(fit.T - Tw).max() < 1e-8
+    assert np.abs(Tw - solve_joint_equivariant_map(A, B, JA, JB, 5., method="kron").T).max() > 1e-3
     Tk = solve_joint_equivariant_map(A, B, JA, JB, 5., method="kron").T
-    fit = solve_joint_equivariant_map(A, B, JA, JB, 5., tol=1e-13)
-    assert fit.converged and np.abs(fit.T - Tk).max() < 1e-8
     T1 = solve_equivariant_map(A, B, JA[0], JB[0], 5., method="kron").T     # one generator only leaves the others broken
     assert equivariance_residual(Tk, JA[2], JB[2]) < 0.2*equivariance_residual(T1, JA[2], JB[2])
     with pytest.raises(ValueError, match="same number of generators"): solve_joint_equivariant_map(A, B, JA, JB[:2], 1.)
