@@ -20,8 +20,9 @@ from .transforms import TRANSFORMS, SIDES, check_images, transform, lie_derivati
 # %% auto #0
 __all__ = ['SOLVERS', 'EQ_METHODS', 'relative_error', 'feature_derivative', 'fd_feature_derivative', 'GeneratorFit', 'min_rtol',
            'solve_generator', 'generator_stats', 'planted_generator_data', 'lie_generator', 'equivariance_residual',
-           'fit_r2', 'EquivariantFit', 'solve_equivariant_map', 'planted_equivariant_data', 'StructureConstants',
-           'structure_constants', 'LocalEquivariance', 'local_equivariance_error']
+           'fit_r2', 'EquivariantFit', 'solve_joint_equivariant_map', 'solve_equivariant_map',
+           'planted_equivariant_data', 'planted_joint_equivariant_data', 'StructureConstants', 'structure_constants',
+           'LocalEquivariance', 'local_equivariance_error']
 
 # %% ../nbs/01_generators.ipynb #9e5a0ca6
 def relative_error(estimate:torch.Tensor|np.ndarray, # any shape
@@ -217,6 +218,71 @@ class EquivariantFit:
     converged: bool        # CG reached `tol` within `maxiter` (True for 'kron')
     rel_residual: float    # relative residual of the normal equations (0 for 'kron')
 
+def _generator_list(name, J, d):
+    "A list of K (d, d) float64 generators from one matrix, a list of matrices or a (K, d, d) stack."
+    if isinstance(J, (list, tuple)): Js = [np.asarray(j, dtype=np.float64) for j in J]
+    else:
+        J = np.asarray(J, dtype=np.float64); Js = [J] if J.ndim == 2 else list(J)
+    if not Js or any(j.shape != (d, d) for j in Js):
+        raise ValueError(f"{name} must be ({d}, {d}) or a list of ({d}, {d}) generators; got {[j.shape for j in Js]}")
+    return Js
+
+def solve_joint_equivariant_map(A:np.ndarray, # features (N, f)
+                                B:np.ndarray, # pixels (N, p)
+                                JA:list|np.ndarray, # K feature generators: list of (f, f) or (K, f, f)
+                                JB:list|np.ndarray, # the K matching pixel generators: list of (p, p) or (K, p, p)
+                                lam:float, # weight λ >= 0 of the equivariance terms
+                                weights:list|np.ndarray|None=None, # (K,) w_k >= 0 per generator (None: all 1)
+                                ridge:float|None=None, # μ (None: 1e-10 · ‖BᵀB/N‖₂)
+                                method:str='cg', # "cg" (matrix-free) or "kron" (explicit Kronecker system, small problems)
+                                tol:float=1e-8, # CG: relative residual of the normal equations
+                                maxiter:int=500, # CG: iteration cap
+                                T0:np.ndarray|None=None, # CG: warm start (f, p)
+                               ) -> EquivariantFit:
+    "T (f × p) minimising ‖B Tᵀ - A‖²/N + λ Σ_k w_k ‖T J_B^k - J_A^k T‖² + μ‖T‖² (all K generators at once)."
+    check_choice('method', method, EQ_METHODS)
+    A, B = (np.asarray(m, dtype=np.float64) for m in (A, B))
+    if A.ndim != 2 or B.ndim != 2 or len(A) != len(B):
+        raise ValueError(f"A (N, f) and B (N, p) must be matrices with the same number of rows; got {A.shape} and {B.shape}")
+    N, f, p = len(A), A.shape[1], B.shape[1]
+    JAs, JBs = _generator_list('JA', JA, f), _generator_list('JB', JB, p)
+    if len(JAs) != len(JBs): raise ValueError(f"JA and JB must hold the same number of generators; got {len(JAs)} and {len(JBs)}")
+    check_positive('lam', lam, strict=False)
+    w = None if weights is None else np.asarray(weights, dtype=np.float64)
+    if w is not None and (w.shape != (len(JAs),) or not np.all(np.isfinite(w)) or np.any(w < 0)):
+        raise ValueError(f"weights must be {len(JAs)} finite values >= 0; got {weights}")
+    wk = [1.]*len(JAs) if w is None else list(w)
+    G, R = B.T @ B/N, A.T @ B/N
+    mu = 1e-10*np.linalg.norm(G, 2) if ridge is None else check_positive('ridge', ridge, strict=False)
+    if method == 'kron':
+        if f*p > 4000: raise ValueError(f"method='kron' forms a (fp)² matrix; fp = {f*p} is too large (max 4000), use method='cg'")
+        Ms = [np.kron(np.eye(p), JA_) - np.kron(JB_.T, np.eye(f)) for JA_, JB_ in zip(JAs, JBs)]
+        K = np.kron(G, np.eye(f)) + lam*sum(w_*M.T @ M for w_, M in zip(wk, Ms)) + mu*np.eye(f*p)
+        T = np.linalg.solve(K, R.reshape(-1, order='F')).reshape(f, p, order='F')
+        return EquivariantFit(T, 'kron', float(mu), 0, True, 0.)
+    # weights enter as √w_k J (so K = 1 without weights is the single-generator arithmetic, bit for bit)
+    if w is not None: JAs, JBs = [np.sqrt(w_)*j for w_, j in zip(wk, JAs)], [np.sqrt(w_)*j for w_, j in zip(wk, JBs)]
+    SB, SA = lam*JBs[0] @ JBs[0].T, lam*JAs[0].T @ JAs[0]
+    for JA_, JB_ in zip(JAs[1:], JBs[1:]): SB, SA = SB + lam*JB_ @ JB_.T, SA + lam*JA_.T @ JA_
+    lb, U = np.linalg.eigh(G + SB + mu/2*np.eye(p))
+    la, V = np.linalg.eigh(SA + mu/2*np.eye(f))
+    den = la[:, None] + lb[None, :]
+    JAh, JBh, Rh = [V.T @ j @ V for j in JAs], [U.T @ j @ U for j in JBs], V.T @ R @ U   # everything in the eigenbases: T = V Th Uᵀ
+    JBb = np.concatenate([m for j in JBh for m in (j, j.T)], 1)                          # (p, 2Kp)
+    JAb = np.concatenate([m for j in JAh for m in (j.T, j)], 1)                          # (f, 2Kf)
+    nb_ = 2*len(JAh)
+    def matvec(v):
+        Th = v.reshape(f, p); Y = Th @ JBb                                                # (f, 2Kp): Th J_B^k, Th J_B^kᵀ
+        return (Th*den - lam*(JAb @ np.concatenate([Y[:, i*p:(i+1)*p] for i in range(nb_)], 0))).ravel()
+    L = LinearOperator((f*p, f*p), matvec=matvec, dtype=np.float64)
+    Pinv = LinearOperator((f*p, f*p), matvec=lambda v: (v.reshape(f, p)/den).ravel(), dtype=np.float64)
+    x0 = None if T0 is None else (V.T @ np.asarray(T0, dtype=np.float64) @ U).ravel()
+    n_it = [0]
+    def count(_): n_it[0] += 1
+    x, flag = cg(L, Rh.ravel(), x0=x0, rtol=tol, atol=0., maxiter=maxiter, M=Pinv, callback=count)
+    res = float(np.linalg.norm(matvec(x) - Rh.ravel())/np.linalg.norm(Rh))
+    return EquivariantFit(V @ x.reshape(f, p) @ U.T, 'cg', float(mu), n_it[0], flag == 0, res)
+
 def solve_equivariant_map(A:np.ndarray, # features (N, f)
                           B:np.ndarray, # pixels (N, p)
                           JA:np.ndarray, # feature generator (f, f)
@@ -229,33 +295,9 @@ def solve_equivariant_map(A:np.ndarray, # features (N, f)
                           T0:np.ndarray|None=None, # CG: warm start (f, p)
                          ) -> EquivariantFit:
     "T (f × p) minimising ‖B Tᵀ - A‖²/N + λ‖T J_B - J_A T‖² + μ‖T‖², with the solver's convergence."
-    check_choice('method', method, EQ_METHODS)
     A, B, JA, JB = _check_equivariant_inputs(A, B, JA, JB, lam)
-    N, f, p = len(A), A.shape[1], B.shape[1]
-    G, R = B.T @ B/N, A.T @ B/N
-    mu = 1e-10*np.linalg.norm(G, 2) if ridge is None else check_positive('ridge', ridge, strict=False)
-    if method == 'kron':
-        if f*p > 4000: raise ValueError(f"method='kron' forms a (fp)² matrix; fp = {f*p} is too large (max 4000), use method='cg'")
-        M = np.kron(np.eye(p), JA) - np.kron(JB.T, np.eye(f))
-        K = np.kron(G, np.eye(f)) + lam*M.T @ M + mu*np.eye(f*p)
-        T = np.linalg.solve(K, R.reshape(-1, order='F')).reshape(f, p, order='F')
-        return EquivariantFit(T, 'kron', float(mu), 0, True, 0.)
-    lb, U = np.linalg.eigh(G + lam*JB @ JB.T + mu/2*np.eye(p))
-    la, V = np.linalg.eigh(lam*JA.T @ JA + mu/2*np.eye(f))
-    den = la[:, None] + lb[None, :]
-    JAh, JBh, Rh = V.T @ JA @ V, U.T @ JB @ U, V.T @ R @ U     # everything in the eigenbases: T = V Th Uᵀ
-    JBb = np.concatenate([JBh, JBh.T], 1); JAb = np.concatenate([JAh.T, JAh], 1)
-    def matvec(v):
-        Th = v.reshape(f, p); Y = Th @ JBb
-        return (Th*den - lam*(JAb @ np.concatenate([Y[:, :p], Y[:, p:]], 0))).ravel()
-    L = LinearOperator((f*p, f*p), matvec=matvec, dtype=np.float64)
-    Pinv = LinearOperator((f*p, f*p), matvec=lambda v: (v.reshape(f, p)/den).ravel(), dtype=np.float64)
-    x0 = None if T0 is None else (V.T @ np.asarray(T0, dtype=np.float64) @ U).ravel()
-    n_it = [0]
-    def count(_): n_it[0] += 1
-    x, flag = cg(L, Rh.ravel(), x0=x0, rtol=tol, atol=0., maxiter=maxiter, M=Pinv, callback=count)
-    res = float(np.linalg.norm(matvec(x) - Rh.ravel())/np.linalg.norm(Rh))
-    return EquivariantFit(V @ x.reshape(f, p) @ U.T, 'cg', float(mu), n_it[0], flag == 0, res)
+    return solve_joint_equivariant_map(A, B, [JA], [JB], lam, None, ridge, method, tol, maxiter, T0)
+
 
 # %% ../nbs/01_generators.ipynb #165121d2
 def planted_equivariant_data(n:int=15, # samples
@@ -267,6 +309,18 @@ def planted_equivariant_data(n:int=15, # samples
     JB = np.block([[S, Z], [Z, 2.5*S]]); JA = np.zeros((5, 5)); JA[:4, :4] = JB
     a, b, c, d = rng.normal(size=4)
     T0 = np.zeros((5, 4)); T0[:2, :2] = a*np.eye(2) + b*S; T0[2:4, 2:4] = c*np.eye(2) + d*S
+    B = rng.normal(size=(n, 4)); A = B @ T0.T + noise*rng.normal(size=(n, 5))
+    return A, B, JA, JB, T0
+
+# %% ../nbs/01_generators.ipynb #5f0f27ca
+def planted_joint_equivariant_data(n:int=15, # samples
+                                   k:int=3, # number of generators
+                                   noise:float=0., # std of non-equivariant noise added to A
+                                   seed:int=0) -> tuple:
+    "Synthetic (A, B, JA (k, 5, 5), JB (k, 4, 4), T0 (5, 4)) with T0 J_B^i = J_A^i T0 for every i and random, non-commuting J_B^i."
+    check_positive('k', k); rng = np.random.default_rng(seed)
+    T0 = rng.normal(size=(5, 4)); Tp = np.linalg.pinv(T0); Pp = np.eye(5) - T0 @ Tp
+    JB = rng.normal(size=(k, 4, 4)); JA = np.stack([T0 @ j @ Tp + Pp @ rng.normal(size=(5, 5)) @ Pp for j in JB])
     B = rng.normal(size=(n, 4)); A = B @ T0.T + noise*rng.normal(size=(n, 5))
     return A, B, JA, JB, T0
 

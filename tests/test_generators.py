@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from manifold_nb.generators import (GeneratorFit, lie_generator, min_rtol, planted_equivariant_data, planted_generator_data,
+from manifold_nb.generators import (GeneratorFit, solve_joint_equivariant_map, planted_joint_equivariant_data, lie_generator, min_rtol, planted_equivariant_data, planted_generator_data,
                                     relative_error, solve_equivariant_map, solve_generator, equivariance_residual)
 from manifold_nb.transforms import TRANSFORMS, fd_derivative, lie_derivative, operator_generator, transform
 
@@ -175,3 +175,57 @@ def test_structure_constants_planted_algebra():
     J[2] = rng.normal(size=(5, 5))
     assert structure_constants(J, X).residual[1, 2] > 0.3   # [E, random] is outside the span
     with pytest.raises(ValueError, match="J_list must hold"): structure_constants(J, X[:, :4])
+
+
+def test_joint_equivariant_map_planted():
+    "Three non-commuting planted generator pairs with a common intertwiner T0: recovered to 1e-8 by CG and Kronecker at every λ."
+    A, B, JA, JB, T0 = planted_joint_equivariant_data(seed=4)
+    assert np.linalg.norm(JB[0] @ JB[1] - JB[1] @ JB[0]) > 1
+    for lam in (0., 0.5, 20.):
+        for method in ("cg", "kron"):
+            fit = solve_joint_equivariant_map(A, B, JA, JB, lam, weights=[0.5, 1., 3.], ridge=0., method=method, tol=1e-14)
+            assert np.abs(fit.T - T0).max() <= 1e-10, (lam, method)
+    A, B, JA, JB, _ = planted_joint_equivariant_data(noise=0.3, seed=5)
+    for w in (None, [0.5, 1., 3.]):    # the weights must enter both solvers alike
+        Tw = solve_joint_equivariant_map(A, B, JA, JB, 5., weights=w, method="kron").T
+        fit = solve_joint_equivariant_map(A, B, JA, JB, 5., weights=w, tol=1e-13)
+        assert fit.converged and np.abs(fit.T - Tw).max() < 1e-8
+    assert np.abs(Tw - solve_joint_equivariant_map(A, B, JA, JB, 5., method="kron").T).max() > 1e-3
+    Tk = solve_joint_equivariant_map(A, B, JA, JB, 5., method="kron").T
+    T1 = solve_equivariant_map(A, B, JA[0], JB[0], 5., method="kron").T     # one generator only leaves the others broken
+    assert equivariance_residual(Tk, JA[2], JB[2]) < 0.2*equivariance_residual(T1, JA[2], JB[2])
+    with pytest.raises(ValueError, match="same number of generators"): solve_joint_equivariant_map(A, B, JA, JB[:2], 1.)
+    with pytest.raises(ValueError, match="weights must be 3"): solve_joint_equivariant_map(A, B, JA, JB, 1., weights=[1., 1.])
+
+
+def test_quick_joint_and_robustness_metrics(quick):
+    "Joint six-generator map: the penalty lowers every generator's residual; the exp(θJ^A) norm is explained by the spectral abscissa."
+    from manifold_nb.transforms import AFF2_BASIS
+    out, m = quick
+    sw = m["joint_equivariant"]["sweep"]
+    assert sw[0]["lam"] == 0 and len(sw) >= 3
+    for k in AFF2_BASIS: assert sw[-1][f"equivariance_{k}"] < sw[0][f"equivariance_{k}"]
+    r = m["robustness"]
+    a, n = np.radians(r["angles_deg"]), np.array(r["expm_norm"])
+    bound = np.exp(np.abs(a)*np.where(a > 0, r["spectral_abscissa"], r["spectral_abscissa_negative"]))
+    assert np.all(n >= bound*(1 - 1e-6))                              # ‖e^{θJ}‖₂ ≥ e^{|θ|α}
+    assert all((e is None) == (nn > r["expm_bound"]) for e, nn in zip(r["expm_error"], n))
+    mid = r["angles_deg"].index(0.0)
+    assert r["first_order_error"][mid] < 1e-5 and max(r["first_order_error"]) < 10
+    ta = m["transformation_accuracy"]
+    assert {row["transformation"] for row in ta["rows"]} == set(AFF2_BASIS) and len(ta["rows"]) == 24
+
+
+def test_quick_augmented_cnn(quick):
+    "Rotation-augmented CNN side by side with the plain one: same analysis, and augmentation makes the logits more rotation-invariant."
+    from manifold_nb.transforms import AFF2_BASIS
+    out, m = quick
+    a = m["augmented_cnn"]
+    assert a["max_rotation"] > 0 and 0.85 < a["test_accuracy"] <= 1
+    pl, au = a["plain"], a["augmented"]
+    assert abs(pl["structure_constants"]["error_vs_aff2"] - m["structure_constants"]["features (J^A)"]["error_vs_aff2"]) < 1e-3
+    for k in AFF2_BASIS:
+        assert abs(pl["local_equivariance"][k]["logits_gain"]["mean"] / m["local_equivariance"]["per_generator"][k]["logits_gain"]["mean"] - 1) < 1e-3
+        assert len(au["structure_constants"]["closure_residual"]) == 15
+    assert au["local_equivariance"]["rotation"]["logits_gain"]["high"] < pl["local_equivariance"]["rotation"]["logits_gain"]["low"]
+    assert (out / "figures" / "augmented_structure_constants.png").exists()

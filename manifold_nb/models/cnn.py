@@ -13,10 +13,11 @@ import torch.nn.functional as F
 from ..utils import check_choice, check_positive, set_seed
 from ..cache import cached_model, fingerprint
 from ..train import fit, accuracy
-from ..data import load_mnist
+from ..data import load_mnist, MNIST_MEAN, MNIST_STD
+from ..transforms import transform
 
 # %% auto #0
-__all__ = ['CNN_PROFILES', 'MNISTCNN', 'features_jvp', 'random_shift', 'mnist_cnn']
+__all__ = ['MNIST_BACKGROUND', 'CNN_PROFILES', 'MNISTCNN', 'features_jvp', 'random_shift', 'random_rotation', 'mnist_cnn']
 
 # %% ../../nbs/models/cnn.ipynb #2d8319c0
 def _conv_bn_relu(c_in, c_out, k):
@@ -141,9 +142,22 @@ def random_shift(x:torch.Tensor, # images (B, C, H, W)
     cols = (torch.arange(W, device=x.device)[None] + dx[:, None])[:, None, None, :]
     return xp[torch.arange(B, device=x.device)[:, None, None, None], torch.arange(C, device=x.device)[None, :, None, None], rows, cols]
 
+# %% ../../nbs/models/cnn.ipynb #dcc4eeca
+MNIST_BACKGROUND = -MNIST_MEAN/MNIST_STD   # value of a blank pixel after normalisation
+
+def random_rotation(x:torch.Tensor, # normalised images (B, C, H, W)
+                    max_rotation:float=0.7853981633974483, # largest angle in radians (>= 0); 0: no rotation
+                    background:float=MNIST_BACKGROUND, # pixel value outside the image (padding)
+                   ) -> torch.Tensor:
+    "Rotate every image by its own angle, uniform in [-max_rotation, max_rotation] radians, padding with `background`."
+    check_positive('max_rotation', max_rotation, strict=False)
+    if max_rotation == 0: return x
+    t = (2*torch.rand(len(x), device=x.device) - 1)*max_rotation
+    return transform(x - background, t.double().cpu(), 'rotation') + background
+
 # %% ../../nbs/models/cnn.ipynb #fa0aadbf
-CNN_PROFILES = dict(quick=dict(n_train=6000, epochs=1, lr=3e-3, batch_size=128, max_shift=0, widths=(16, 32, 64), p_drop=0.3),
-                    full=dict(n_train=60000, epochs=8, lr=4e-3, batch_size=128, max_shift=2, widths=(16, 32, 64), p_drop=0.3))
+CNN_PROFILES = dict(quick=dict(n_train=6000, epochs=1, lr=3e-3, batch_size=128, max_shift=0, max_rotation=0., widths=(16, 32, 64), p_drop=0.3),
+                    full=dict(n_train=60000, epochs=8, lr=4e-3, batch_size=128, max_shift=2, max_rotation=0., widths=(16, 32, 64), p_drop=0.3))
 
 def mnist_cnn(profile:str='quick', # "quick" (subset, 1 epoch) or "full" (60,000 images)
               device:str='cpu', # device of the returned model
@@ -153,7 +167,7 @@ def mnist_cnn(profile:str='quick', # "quick" (subset, 1 epoch) or "full" (60,000
               progress:bool=True, # tqdm bar
               **overrides, # replace settings of the profile (n_train, epochs, lr, ...)
              ) -> MNISTCNN:
-    "The trained (cached) MNIST CNN of `profile`; `model.history` holds per-epoch test accuracy."
+    "The trained (cached) MNIST CNN of `profile` (settings overridable, e.g. `max_rotation` for rotation augmentation); `model.history` holds per-epoch test accuracy."
     check_choice('profile', profile, CNN_PROFILES)
     cfg = dict(CNN_PROFILES[profile])
     for k, v in overrides.items():
@@ -165,9 +179,10 @@ def mnist_cnn(profile:str='quick', # "quick" (subset, 1 epoch) or "full" (60,000
     def build(): set_seed(seed); return MNISTCNN(tuple(cfg['widths']), cfg['p_drop'])
     def loss_fn(model, batch):
         xb, yb = batch
-        return F.cross_entropy(model(random_shift(xb, cfg['max_shift'])), yb)
+        return F.cross_entropy(model(random_rotation(random_shift(xb, cfg['max_shift']), cfg['max_rotation'])), yb)
     def train(model):
         return fit(model, (Xtr, ytr), loss_fn, epochs=cfg['epochs'], lr=cfg['lr'], batch_size=cfg['batch_size'], device=device,
                    scheduler='onecycle', seed=seed, progress=progress, desc=f'MNIST CNN ({profile})',
                    eval_fn=lambda m, ep: dict(test_accuracy=accuracy(m, Xte, yte, device=device)))
-    return cached_model('mnist_cnn', dict(cfg, seed=seed), build, train, data_fp=fingerprint(Xtr, ytr), retrain=retrain, device=device)
+    key = {k: v for k, v in cfg.items() if k != 'max_rotation' or v}   # max_rotation=0 leaves the key of models cached before it existed
+    return cached_model('mnist_cnn', dict(key, seed=seed), build, train, data_fp=fingerprint(Xtr, ytr), retrain=retrain, device=device)
