@@ -229,3 +229,14 @@ def test_quick_augmented_cnn(quick):
         assert len(au["structure_constants"]["closure_residual"]) == 15
     assert au["local_equivariance"]["rotation"]["logits_gain"]["high"] < pl["local_equivariance"]["rotation"]["logits_gain"]["low"]
     assert (out / "figures" / "augmented_structure_constants.png").exists()
+
+
+def test_document_table_and_figures_inline(quick):
+    "The executed notebook shows its figures and a table with the document's numbers beside ours; every figure has alt text."
+    import nbformat
+    out, m = quick
+    nb = nbformat.read(out / "generators.ipynb", 4)
+    data = [o.get("data", {}) for c in nb.cells for o in c.get("outputs", [])]
+    assert sum("image/png" in d for d in data) >= len(m["figures"]) >= 8
+    assert any("this run" in d.get("text/html", "") and "document" in d.get("text/html", "") for d in data)
+    assert set(m["figure_alt"]) == set(m["figures"])
