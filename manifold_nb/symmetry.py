@@ -29,10 +29,10 @@ from .models.latent import (LatentMap, iterate_map, latent_orbits, orbit_average
 # %% auto #0
 __all__ = ['VAEScores', 'vae_scores', 'mean_image_scores', 'latent_map_loss', 'train_latent_map', 'orbit_map_loss',
            'train_orbit_map', 'StepwiseErrors', 'stepwise_rotation_errors', 'FlowLosses', 'flow_losses', 'train_flow',
-           'latent_rotation_direction', 'alignment_per_point', 'FieldAlignment', 'field_alignment', 'isotropic_abs_cos',
-           'SpanShare', 'span_share_by_k', 'oracle_flat_share', 'ClosureReport', 'closure_report',
-           'train_latent_classifier', 'classifier_accuracy', 'FlowAnalysis', 'flow_analysis', 'train_orbit_classifier',
-           'InvarianceResult', 'invariance_study']
+           'local_tangent_bases', 'latent_rotation_direction', 'alignment_per_point', 'FieldAlignment',
+           'field_alignment', 'isotropic_abs_cos', 'SpanShare', 'span_share_by_k', 'oracle_flat_share', 'ClosureReport',
+           'closure_report', 'train_latent_classifier', 'classifier_accuracy', 'FlowAnalysis', 'flow_analysis',
+           'train_orbit_classifier', 'InvarianceResult', 'invariance_study']
 
 # %% ../nbs/05_symmetry_discovery.ipynb #4f56d42e
 def _check_images(name:str, # parameter name, quoted in the error
@@ -211,26 +211,51 @@ def train_flow(oracle:nn.Module, # latent (B, l) -> logits (B, K); frozen
                hidden:int=64, # width of the flow network
                desc:str='flow', # progress bar label
                restarts:int=1, # independent trainings; the one with the lowest final training loss is kept (never a test metric)
+               tangent_bases:torch.Tensor|None=None, # (N, m, l) orthonormal rows spanning the data's local tangent space at each point of Z (`local_tangent_bases`); None: no tangency term
+               tangent_weight:float=1., # weight of the tangency loss mean_a ||(I - P) g_a||^2 (P: projection on the local tangent space)
               ) -> LatentFlow:
     "Train `n_generators` oracle-preserving vector fields on the latent points `Z` (history in `.history`, every restart's final training loss in `.restart_losses`)."
     if weights is not None and not isinstance(weights, Mapping): raise TypeError(f"weights must be a mapping of loss name to weight; got {type(weights).__name__}")
     unknown = sorted(set(weights or {}) - set(FlowLosses._fields))
     if unknown: raise ValueError(f"weights has unknown losses {unknown}; allowed: {list(FlowLosses._fields)}")
-    check_positive('restarts', restarts)
+    check_positive('restarts', restarts); check_positive('tangent_weight', tangent_weight)
+    if tangent_bases is not None and (tangent_bases.ndim != 3 or len(tangent_bases) != len(Z) or tangent_bases.shape[2] != Z.shape[1]):
+        raise ValueError(f"tangent_bases must have shape (N, m, l) matching Z {tuple(Z.shape)}; got {tuple(tangent_bases.shape)}")
     w = {**dict.fromkeys(FlowLosses._fields, 1.), **(weights or {})}
     for p in oracle.parameters(): p.requires_grad_(False)
     oracle.eval().to(device)
     def loss(m, b):
-        ls = flow_losses(m, oracle, b[0], eps); return sum(w[k]*v for k, v in ls._asdict().items())
+        ls = flow_losses(m, oracle, b[0], eps); total = sum(w[k]*v for k, v in ls._asdict().items())
+        if len(b) > 1:                                                             # tangency: generators along the data's local tangent space
+            g = m(b[0]); out = g - torch.einsum('bml,bgm->bgl', b[1], torch.einsum('bml,bgl->bgm', b[1], g))
+            total = total + tangent_weight*out.pow(2).sum(-1).mean()
+        return total
+    data = (Z,) if tangent_bases is None else (Z, tangent_bases)
     flows = []
     for r in range(restarts):
         set_seed(seed + r); flow = LatentFlow(Z.shape[1], n_generators, hidden)
-        flow.history = fit(flow, (Z,), loss, epochs=epochs, lr=lr, batch_size=batch_size, device=device, seed=seed + r,
+        flow.history = fit(flow, data, loss, epochs=epochs, lr=lr, batch_size=batch_size, device=device, seed=seed + r,
                            desc=desc if restarts == 1 else f'{desc} (restart {r + 1}/{restarts})', scheduler='cosine')
         flows.append(flow)
     losses = [f.history['loss'][-1] for f in flows]
     best = flows[int(np.argmin(losses))]; best.restart_losses = losses
     return best.eval()
+
+
+def local_tangent_bases(Z:torch.Tensor, # (N, l) latent points (the training latents)
+                        dims:int=3, # m: dimension of the local tangent space
+                        neighbours:int=30, # nearest points (the point itself included) whose principal directions span it
+                        batch_size:int=2000, # points per distance computation
+                       ) -> torch.Tensor:
+    "Orthonormal bases `(N, dims, l)` of the local tangent space of the point cloud Z: the top principal directions of each point's nearest neighbours."
+    if not isinstance(Z, torch.Tensor) or Z.ndim != 2: raise ValueError(f"Z must be a (N, l) tensor; got {tuple(getattr(Z, 'shape', ()))}")
+    check_choice('dims', dims, range(1, Z.shape[1] + 1)); check_choice('neighbours', neighbours, range(dims + 1, len(Z) + 1))
+    out = []
+    for i in range(0, len(Z), batch_size):
+        idx = torch.cdist(Z[i:i+batch_size], Z).topk(neighbours, largest=False).indices
+        N = Z[idx] - Z[idx].mean(1, keepdim=True)
+        out.append(torch.linalg.svd(N, full_matrices=False).Vh[:, :dims])
+    return torch.cat(out)
 
 # %% ../nbs/05_symmetry_discovery.ipynb #d4004b96
 @torch.no_grad()
@@ -296,7 +321,7 @@ def span_share_by_k(G:torch.Tensor, # (B, n_generators, l) generator vectors at 
         out.append(SpanShare(k, mean_interval(alignment_per_point(G[:, :k], V)[1].numpy()), mean_interval(rand.numpy())))
     return out
 
-# %% ../nbs/05_symmetry_discovery.ipynb #9fa736a0
+# %% ../nbs/05_symmetry_discovery.ipynb #baf28292
 def oracle_flat_share(oracle:nn.Module, # latent (B, l) -> logits (B, K)
                       Z:torch.Tensor, # (B, l) latent points
                       V:torch.Tensor, # (B, l) reference directions at the same points
@@ -307,7 +332,7 @@ def oracle_flat_share(oracle:nn.Module, # latent (B, l) -> logits (B, K)
     k = max(1, Z.shape[1] - J.shape[1]); Vh = torch.linalg.svd(J, full_matrices=True).Vh   # rows: right singular vectors, largest first
     return alignment_per_point(Vh[:, -k:], V)[1]
 
-# %% ../nbs/05_symmetry_discovery.ipynb #a2d34785
+# %% ../nbs/05_symmetry_discovery.ipynb #1b06380a
 @dataclass(frozen=True)
 class ClosureReport:
     "Whether the Lie bracket of two generator fields stays in their span (the closure of the learned algebra)."
@@ -376,7 +401,7 @@ def classifier_accuracy(m:nn.Module, # classifier with a `classes` attribute (fr
     pred = torch.tensor(m.classes)[predict(m, Z, device=device).argmax(1)]
     return (pred == y).float().mean().item()
 
-# %% ../nbs/05_symmetry_discovery.ipynb #e6693b48
+# %% ../nbs/05_symmetry_discovery.ipynb #84f474e4
 @dataclass
 class FlowAnalysis:
     "Oracle, flows and their alignment with the observed latent rotation on one VAE latent (standardised coordinates)."
@@ -400,6 +425,7 @@ class FlowAnalysis:
     latent_scale: float  # the scalar that standardises the latents
     n_generators: int  # G
     n_test_images: int  # held-out images (all angles) behind the means
+    tangent_dims: int|None  # dimension of the data's local tangent space the generators were asked to follow (None: oracle only, as the paper)
     oracle: nn.Module = field(repr=False, default=None)  # the oracle (latent -> logits), on standardised latents
     flow: LatentFlow = field(repr=False, default=None)  # the kept flow
     Ztr: torch.Tensor = field(repr=False, default=None)  # (N*A, l) standardised training latents
@@ -422,6 +448,8 @@ def flow_analysis(vae:nn.Module, # trained VAE whose posterior means are the lat
                   oracle_epochs:int=40, # oracle training epochs
                   flow_epochs:int=60, # flow training epochs
                   restarts:int=1, # flows trained from seeds seed, seed+1, ...; the lowest final training loss is kept
+                  tangent_dims:int|None=None, # also ask the generators to follow the training latents' local tangent space of this dimension (None: oracle only)
+                  neighbours:int=30, # nearest training latents that define that tangent space
                   n_random:int=20, # untrained flow networks for the random floor
                   eps:float=0.05, # infinitesimal step of the invariance loss
                   seed:int=0, # seeds the oracle, the flows and the random floor
@@ -436,7 +464,9 @@ def flow_analysis(vae:nn.Module, # trained VAE whose posterior means are the lat
     ytr, yte = y_train.repeat_interleave(A), y_test.repeat_interleave(A)
     oracle = train_latent_classifier(Ztr, ytr, classes, epochs=oracle_epochs, seed=seed, device=device, desc=f'oracle {name}')
     acc = classifier_accuracy(oracle, Zte, yte, device)
-    flow = train_flow(oracle, Ztr, n_generators, epochs=flow_epochs, eps=eps, seed=seed, device=device, desc=f'flow {name}', restarts=restarts)
+    bases = None if tangent_dims is None else local_tangent_bases(Ztr, tangent_dims, neighbours)
+    flow = train_flow(oracle, Ztr, n_generators, epochs=flow_epochs, eps=eps, seed=seed, device=device, desc=f'flow {name}', restarts=restarts,
+                      tangent_bases=bases)
     V = latent_rotation_direction(vae, X_test.flatten(0, 1), device=device)/scale
     with torch.no_grad():
         cos, _ = alignment_per_point(flow(Zte), V); al = field_alignment(flow(Zte), V)
@@ -456,7 +486,7 @@ def flow_analysis(vae:nn.Module, # trained VAE whose posterior means are the lat
                         random_flow_span_share=float(np.mean([f.span_share for f in floors])), n_random_flows=n_random,
                         isotropic_abs_cos=isotropic_abs_cos(l), isotropic_span_share=math.sqrt(min(n_generators, l)/l) if l > 2 else None,
                         final_losses=losses, restart_train_losses=flow.restart_losses, latent_scale=scale, n_generators=n_generators,
-                        n_test_images=len(yte), oracle=oracle, flow=flow, Ztr=Ztr, Zte=Zte, V=V, shift=shift)
+                        n_test_images=len(yte), tangent_dims=tangent_dims, oracle=oracle, flow=flow, Ztr=Ztr, Zte=Zte, V=V, shift=shift)
 
 # %% ../nbs/05_symmetry_discovery.ipynb #42430319
 def train_orbit_classifier(orbits:torch.Tensor, # (N, A, l) latent orbits of labelled images
@@ -480,7 +510,7 @@ def train_orbit_classifier(orbits:torch.Tensor, # (N, A, l) latent orbits of lab
                     weight_decay=weight_decay)
     m.classes = list(classes); return m.eval()
 
-# %% ../nbs/05_symmetry_discovery.ipynb #bf941095
+# %% ../nbs/05_symmetry_discovery.ipynb #68957bde
 @dataclass(frozen=True)
 class InvarianceResult:
     "Accuracy and prediction consistency per test angle of one classifier of the rotation-invariance study."
