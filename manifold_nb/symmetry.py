@@ -8,7 +8,8 @@ Docs: https://manifold-nb.github.io/manifold-nb/symmetry_discovery.html.md"""
 from __future__ import annotations
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field, fields
 from typing import NamedTuple
 import numpy as np
 import torch
@@ -19,6 +20,7 @@ from .utils import check_choice, check_positive, set_seed
 from .data import rotation_angles, rotated_mnist_file, load_rotated_mnist
 from .cache import cached_model, fingerprint
 from .train import fit, predict
+from .probes import mean_interval, wilson_interval, MeanInterval
 from .models.vae import (train_vae, negative_elbo, encode_mean, encode_posterior, decode_images, rotate_latent_blocks)
 from .models.latent import (LatentMap, iterate_map, latent_orbits, orbit_average, LatentMLP, LatentFlow, lie_brackets,
                                        integrate_flow, RadialOracle, annulus_points, block_rotation_fields, OrbitPoolClassifier,
@@ -27,8 +29,10 @@ from .models.latent import (LatentMap, iterate_map, latent_orbits, orbit_average
 # %% auto #0
 __all__ = ['VAEScores', 'vae_scores', 'mean_image_scores', 'latent_map_loss', 'train_latent_map', 'orbit_map_loss',
            'train_orbit_map', 'StepwiseErrors', 'stepwise_rotation_errors', 'FlowLosses', 'flow_losses', 'train_flow',
-           'latent_rotation_direction', 'FieldAlignment', 'field_alignment', 'isotropic_abs_cos',
-           'train_latent_classifier', 'classifier_accuracy', 'train_orbit_classifier']
+           'local_tangent_bases', 'latent_rotation_direction', 'alignment_per_point', 'FieldAlignment',
+           'field_alignment', 'isotropic_abs_cos', 'SpanShare', 'span_share_by_k', 'oracle_flat_share', 'ClosureReport',
+           'closure_report', 'train_latent_classifier', 'classifier_accuracy', 'FlowAnalysis', 'flow_analysis',
+           'train_orbit_classifier', 'InvarianceResult', 'invariance_study']
 
 # %% ../nbs/05_symmetry_discovery.ipynb #4f56d42e
 def _check_images(name:str, # parameter name, quoted in the error
@@ -202,22 +206,56 @@ def train_flow(oracle:nn.Module, # latent (B, l) -> logits (B, K); frozen
                batch_size:int=256, # points per step
                eps:float=0.05, # size of the infinitesimal step of the invariance loss
                weights:Mapping[str, float]|None=None, # loss weights by `FlowLosses` field (default 1 each, as the authors)
-               seed:int=0, # seeds the initial weights and the shuffling
+               seed:int=0, # seeds the initial weights and the shuffling (restart r uses seed + r)
                device:str='cpu', # device to train on
                hidden:int=64, # width of the flow network
                desc:str='flow', # progress bar label
+               restarts:int=1, # independent trainings; the one with the lowest final training loss is kept (never a test metric)
+               tangent_bases:torch.Tensor|None=None, # (N, m, l) orthonormal rows spanning the data's local tangent space at each point of Z (`local_tangent_bases`); None: no tangency term
+               tangent_weight:float=1., # weight of the tangency loss mean_a ||(I - P) g_a||^2 (P: projection on the local tangent space)
               ) -> LatentFlow:
-    "Train `n_generators` oracle-preserving vector fields on the latent points `Z` (history in `.history`)."
+    "Train `n_generators` oracle-preserving vector fields on the latent points `Z` (history in `.history`, every restart's final training loss in `.restart_losses`)."
     if weights is not None and not isinstance(weights, Mapping): raise TypeError(f"weights must be a mapping of loss name to weight; got {type(weights).__name__}")
     unknown = sorted(set(weights or {}) - set(FlowLosses._fields))
     if unknown: raise ValueError(f"weights has unknown losses {unknown}; allowed: {list(FlowLosses._fields)}")
+    check_positive('restarts', restarts); check_positive('tangent_weight', tangent_weight)
+    if tangent_bases is not None and (tangent_bases.ndim != 3 or len(tangent_bases) != len(Z) or tangent_bases.shape[2] != Z.shape[1]):
+        raise ValueError(f"tangent_bases must have shape (N, m, l) matching Z {tuple(Z.shape)}; got {tuple(tangent_bases.shape)}")
     w = {**dict.fromkeys(FlowLosses._fields, 1.), **(weights or {})}
     for p in oracle.parameters(): p.requires_grad_(False)
-    oracle.eval().to(device); set_seed(seed); flow = LatentFlow(Z.shape[1], n_generators, hidden)
+    oracle.eval().to(device)
     def loss(m, b):
-        ls = flow_losses(m, oracle, b[0], eps); return sum(w[k]*v for k, v in ls._asdict().items())
-    flow.history = fit(flow, (Z,), loss, epochs=epochs, lr=lr, batch_size=batch_size, device=device, seed=seed, desc=desc, scheduler='cosine')
-    return flow.eval()
+        ls = flow_losses(m, oracle, b[0], eps); total = sum(w[k]*v for k, v in ls._asdict().items())
+        if len(b) > 1:                                                             # tangency: generators along the data's local tangent space
+            g = m(b[0]); out = g - torch.einsum('bml,bgm->bgl', b[1], torch.einsum('bml,bgl->bgm', b[1], g))
+            total = total + tangent_weight*out.pow(2).sum(-1).mean()
+        return total
+    data = (Z,) if tangent_bases is None else (Z, tangent_bases)
+    flows = []
+    for r in range(restarts):
+        set_seed(seed + r); flow = LatentFlow(Z.shape[1], n_generators, hidden)
+        flow.history = fit(flow, data, loss, epochs=epochs, lr=lr, batch_size=batch_size, device=device, seed=seed + r,
+                           desc=desc if restarts == 1 else f'{desc} (restart {r + 1}/{restarts})', scheduler='cosine')
+        flows.append(flow)
+    losses = [f.history['loss'][-1] for f in flows]
+    best = flows[int(np.argmin(losses))]; best.restart_losses = losses
+    return best.eval()
+
+
+def local_tangent_bases(Z:torch.Tensor, # (N, l) latent points (the training latents)
+                        dims:int=3, # m: dimension of the local tangent space
+                        neighbours:int=30, # nearest points (the point itself included) whose principal directions span it
+                        batch_size:int=2000, # points per distance computation
+                       ) -> torch.Tensor:
+    "Orthonormal bases `(N, dims, l)` of the local tangent space of the point cloud Z: the top principal directions of each point's nearest neighbours."
+    if not isinstance(Z, torch.Tensor) or Z.ndim != 2: raise ValueError(f"Z must be a (N, l) tensor; got {tuple(getattr(Z, 'shape', ()))}")
+    check_choice('dims', dims, range(1, Z.shape[1] + 1)); check_choice('neighbours', neighbours, range(dims + 1, len(Z) + 1))
+    out = []
+    for i in range(0, len(Z), batch_size):
+        idx = torch.cdist(Z[i:i+batch_size], Z).topk(neighbours, largest=False).indices
+        N = Z[idx] - Z[idx].mean(1, keepdim=True)
+        out.append(torch.linalg.svd(N, full_matrices=False).Vh[:, :dims])
+    return torch.cat(out)
 
 # %% ../nbs/05_symmetry_discovery.ipynb #d4004b96
 @torch.no_grad()
@@ -230,6 +268,17 @@ def latent_rotation_direction(vae:nn.Module, # VAE whose posterior mean E is dif
     _check_images('X', X); check_positive('delta', delta)
     return (encode_mean(vae, transform(X, delta), device=device) - encode_mean(vae, transform(X, -delta), device=device))/(2*delta)
 
+def alignment_per_point(G:torch.Tensor, # (B, n_generators, l) generator vectors at the points
+                        V:torch.Tensor, # (B, l) reference directions at the same points
+                       ) -> tuple[torch.Tensor, torch.Tensor]:
+    "Per point: |cos(g_a, v)| for every generator `(B, G)` and the share ||P v||/||v|| of v in the generators' span `(B,)`."
+    if G.ndim != 3 or V.ndim != 2 or G.shape[0] != V.shape[0] or G.shape[2] != V.shape[1]:
+        raise ValueError(f"G must be (B, n_generators, l) and V (B, l) with the same B and l; got {tuple(G.shape)} and {tuple(V.shape)}")
+    cos = (torch.einsum('bgl,bl->bg', G, V)/(G.norm(dim=-1)*V.norm(dim=-1, keepdim=True)).clamp_min(1e-12)).abs()
+    Q = torch.linalg.qr(G.transpose(1, 2)).Q                        # (B, l, G) orthonormal basis of the span
+    share = (Q @ (Q.transpose(1, 2) @ V[..., None])).squeeze(-1).norm(dim=-1)/V.norm(dim=-1).clamp_min(1e-12)
+    return cos, share
+
 @dataclass(frozen=True)
 class FieldAlignment:
     "How well generator fields line up with reference directions (e.g. the observed latent rotation) at the same points."
@@ -241,11 +290,7 @@ def field_alignment(G:torch.Tensor, # (B, n_generators, l) generator vectors at 
                     V:torch.Tensor, # (B, l) reference directions at the same points
                    ) -> FieldAlignment:
     "Mean |cos| between each generator and V, and mean share of V inside the generators' span."
-    if G.ndim != 3 or V.ndim != 2 or G.shape[0] != V.shape[0] or G.shape[2] != V.shape[1]:
-        raise ValueError(f"G must be (B, n_generators, l) and V (B, l) with the same B and l; got {tuple(G.shape)} and {tuple(V.shape)}")
-    cos = (torch.einsum('bgl,bl->bg', G, V)/(G.norm(dim=-1)*V.norm(dim=-1, keepdim=True)).clamp_min(1e-12)).abs()
-    Q = torch.linalg.qr(G.transpose(1, 2)).Q                        # (B, l, G) orthonormal basis of the span
-    share = (Q @ (Q.transpose(1, 2) @ V[..., None])).squeeze(-1).norm(dim=-1)/V.norm(dim=-1).clamp_min(1e-12)
+    cos, share = alignment_per_point(G, V)
     return FieldAlignment(abs_cos=cos.mean(0).tolist(), best_abs_cos=cos.mean(0).max().item(), span_share=share.mean().item())
 
 def isotropic_abs_cos(dim:int # dimension of the space, >= 1
@@ -254,6 +299,68 @@ def isotropic_abs_cos(dim:int # dimension of the space, >= 1
     if isinstance(dim, bool) or not isinstance(dim, int): raise TypeError(f"dim must be an int; got {type(dim).__name__}")
     if dim < 1: raise ValueError(f"dim must be >= 1; got {dim}")
     return math.exp(math.lgamma(dim/2) - math.lgamma((dim + 1)/2))/math.sqrt(math.pi)
+
+class SpanShare(NamedTuple):
+    "Share of reference directions inside the span of the first k generators, against random k-dimensional subspaces."
+    k: int  # number of generators spanning the subspace
+    learned: MeanInterval  # mean over points of ||P_k v||/||v|| (P_k: projection on the span of g_1..g_k) with its 95 % t-interval
+    random: MeanInterval  # the same for uniformly random k-dimensional subspaces (averaged over draws per point)
+
+def span_share_by_k(G:torch.Tensor, # (B, n_generators, l) generator vectors at the points
+                    V:torch.Tensor, # (B, l) reference directions at the same points
+                    n_random:int=20, # random subspaces drawn per point and k
+                    seed:int=0, # seeds the random subspaces
+                   ) -> list[SpanShare]:
+    "For k = 1..n_generators: share of V in the span of g_1..g_k (generator order as trained) against random k-dim subspaces."
+    check_positive('n_random', n_random); B, n_gen, l = G.shape if G.ndim == 3 else (0, 0, 0)
+    alignment_per_point(G, V)                                                      # checks the shapes
+    gen = torch.Generator().manual_seed(seed); out = []
+    for k in range(1, n_gen + 1):
+        R = torch.randn(n_random, B, k, l, generator=gen, dtype=V.dtype)
+        rand = torch.stack([alignment_per_point(R[i], V)[1] for i in range(n_random)]).mean(0)
+        out.append(SpanShare(k, mean_interval(alignment_per_point(G[:, :k], V)[1].numpy()), mean_interval(rand.numpy())))
+    return out
+
+# %% ../nbs/05_symmetry_discovery.ipynb #baf28292
+def oracle_flat_share(oracle:nn.Module, # latent (B, l) -> logits (B, K)
+                      Z:torch.Tensor, # (B, l) latent points
+                      V:torch.Tensor, # (B, l) reference directions at the same points
+                     ) -> torch.Tensor:
+    "Per point `(B,)`: share of V in the oracle's flattest directions (the max(1, l-K) right singular vectors of its Jacobian with the smallest singular values), the ceiling of any oracle-preserving field's alignment with V."
+    alignment_per_point(Z[:, None], V)                                            # checks the shapes
+    J = torch.func.vmap(torch.func.jacrev(lambda z: oracle(z[None])[0]))(Z).detach()   # (B, K, l)
+    k = max(1, Z.shape[1] - J.shape[1]); Vh = torch.linalg.svd(J, full_matrices=True).Vh   # rows: right singular vectors, largest first
+    return alignment_per_point(Vh[:, -k:], V)[1]
+
+# %% ../nbs/05_symmetry_discovery.ipynb #1b06380a
+@dataclass(frozen=True)
+class ClosureReport:
+    "Whether the Lie bracket of two generator fields stays in their span (the closure of the learned algebra)."
+    bracket_norm: float  # mean over points of ||[g_a, g_b](z)|| / (||g_a(z)|| ||g_b(z)||): 0 for commuting fields
+    outside_norm: float  # mean over points of ||(I - P)[g_a, g_b]|| / (||g_a|| ||g_b||): the closure residual in units of the generators
+    span_residual: MeanInterval  # per point ||(I - P)[g_a, g_b]|| / ||[g_a, g_b]||, P the projection on span{g_a, g_b}: 0 when the bracket lies in the span
+    constant_residual: float  # relative residual of the best fit [g_a, g_b] ~ c_a g_a + c_b g_b with the same constants at every point (a Lie algebra's structure constants)
+    constants: list[float]  # (2,) those least-squares constants (c_a, c_b)
+
+def closure_report(flow:LatentFlow, # generators g_a
+                   z:torch.Tensor, # (B, l) points where the bracket is evaluated
+                   pair:tuple[int, int]=(0, 1), # the two generators (a, b)
+                  ) -> ClosureReport:
+    "Size of the bracket [g_a, g_b] and its residual outside span{g_a, g_b}, pointwise and with constant coefficients."
+    a, b = pair
+    for name, i in (('pair[0]', a), ('pair[1]', b)): check_choice(name, i, range(flow.n_generators))
+    if a == b: raise ValueError(f"pair must name two different generators; got {pair}")
+    br = lie_brackets(flow, z)[:, a, b].detach(); g = flow(z)[:, [a, b]].detach()      # (B, l), (B, 2, l)
+    bn = br.norm(dim=-1)
+    gg = (g[:, 0].norm(dim=-1)*g[:, 1].norm(dim=-1)).clamp_min(1e-12); rel = (bn/gg).mean().item()
+    Q = torch.linalg.qr(g.transpose(1, 2)).Q
+    out = br - (Q @ (Q.transpose(1, 2) @ br[..., None])).squeeze(-1)
+    span_res = torch.where(bn > 1e-9*bn.max().clamp_min(1e-30), out.norm(dim=-1)/bn.clamp_min(1e-30), torch.zeros_like(bn))
+    M = g.permute(0, 2, 1).reshape(-1, 2)                                               # stacked (B*l, 2) design
+    c = torch.linalg.lstsq(M, br.reshape(-1, 1)).solution
+    const_res = ((M @ c - br.reshape(-1, 1)).norm()/br.norm().clamp_min(1e-30)).item() if br.norm() > 0 else 0.
+    return ClosureReport(bracket_norm=rel, outside_norm=(out.norm(dim=-1)/gg).mean().item(), span_residual=mean_interval(span_res.numpy()), constant_residual=const_res,
+                         constants=c.squeeze(1).tolist())
 
 # %% ../nbs/05_symmetry_discovery.ipynb #99a47bcd
 def _class_indices(y:torch.Tensor, # (N,) labels
@@ -294,6 +401,93 @@ def classifier_accuracy(m:nn.Module, # classifier with a `classes` attribute (fr
     pred = torch.tensor(m.classes)[predict(m, Z, device=device).argmax(1)]
     return (pred == y).float().mean().item()
 
+# %% ../nbs/05_symmetry_discovery.ipynb #84f474e4
+@dataclass
+class FlowAnalysis:
+    "Oracle, flows and their alignment with the observed latent rotation on one VAE latent (standardised coordinates)."
+    oracle_accuracy: float  # held-out accuracy of the oracle (all test images at every angle)
+    oracle_accuracy_interval: list[float]  # (2,) its 95 % Wilson interval
+    chance: float  # 1 / number of classes
+    generator_abs_cos: list[float]  # (G,) mean |cos(g_a, v)| over held-out images per generator
+    best_abs_cos: float  # the largest entry of `generator_abs_cos`
+    best_abs_cos_interval: list[float]  # (2,) 95 % t-interval over held-out images of that generator's |cos|
+    span_share: float  # mean share of v in the span of the G generators
+    ceiling_share: float  # mean share of v in the oracle's flattest directions (`oracle_flat_share`): no oracle-preserving field can do better
+    ceiling_share_interval: list[float]  # (2,) its 95 % t-interval over held-out images
+    random_flow_abs_cos: list[float]  # (G,) the same |cos| for untrained flow networks, averaged over `n_random` of them
+    random_flow_best_abs_cos: float  # mean over untrained networks of their best |cos|
+    random_flow_span_share: float  # mean over untrained networks of their span share
+    n_random_flows: int  # number of untrained networks
+    isotropic_abs_cos: float  # E|cos| with a uniformly random direction in R^l
+    isotropic_span_share: float|None  # sqrt(G/l), the rms share of a random G-dim subspace (None in 2-D)
+    final_losses: dict  # the four losses on held-out latents (`FlowLosses` field -> value)
+    restart_train_losses: list[float]  # (restarts,) final training loss of every restart; the lowest one is kept
+    latent_scale: float  # the scalar that standardises the latents
+    n_generators: int  # G
+    n_test_images: int  # held-out images (all angles) behind the means
+    tangent_dims: int|None  # dimension of the data's local tangent space the generators were asked to follow (None: oracle only, as the paper)
+    oracle: nn.Module = field(repr=False, default=None)  # the oracle (latent -> logits), on standardised latents
+    flow: LatentFlow = field(repr=False, default=None)  # the kept flow
+    Ztr: torch.Tensor = field(repr=False, default=None)  # (N*A, l) standardised training latents
+    Zte: torch.Tensor = field(repr=False, default=None)  # (M*A, l) standardised held-out latents
+    V: torch.Tensor = field(repr=False, default=None)  # (M*A, l) observed latent rotation direction per radian, standardised
+    shift: torch.Tensor = field(repr=False, default=None)  # (l,) the latent mean removed before scaling
+    def metrics(self) -> dict:
+        "The numbers (no models or tensors), for `metrics.json`."
+        skip = {'oracle', 'flow', 'Ztr', 'Zte', 'V', 'shift'}
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in skip}
+
+def flow_analysis(vae:nn.Module, # trained VAE whose posterior means are the latents
+                  X_train:torch.Tensor, # (N, A, 1, 28, 28) training images at every angle
+                  y_train:torch.Tensor, # (N,) their labels
+                  X_test:torch.Tensor, # (M, A, 1, 28, 28) held-out images at every angle
+                  y_test:torch.Tensor, # (M,) their labels
+                  *,
+                  classes:list, # the classes, in the oracle's output order
+                  n_generators:int=1, # generators G
+                  oracle_epochs:int=40, # oracle training epochs
+                  flow_epochs:int=60, # flow training epochs
+                  restarts:int=1, # flows trained from seeds seed, seed+1, ...; the lowest final training loss is kept
+                  tangent_dims:int|None=None, # also ask the generators to follow the training latents' local tangent space of this dimension (None: oracle only)
+                  neighbours:int=30, # nearest training latents that define that tangent space
+                  n_random:int=20, # untrained flow networks for the random floor
+                  eps:float=0.05, # infinitesimal step of the invariance loss
+                  seed:int=0, # seeds the oracle, the flows and the random floor
+                  device:str='cpu', # device to train on
+                  name:str='flow', # progress bar label
+                 ) -> FlowAnalysis:
+    "Oracle, oracle-preserving flows, rotation alignment and random floors for one VAE latent (in standardised latent coordinates)."
+    _check_images('X_train', X_train, 5); _check_images('X_test', X_test, 5); A = X_train.shape[1]
+    Ztr = encode_mean(vae, X_train.flatten(0, 1), device=device); Zte = encode_mean(vae, X_test.flatten(0, 1), device=device)
+    shift, scale = Ztr.mean(0), Ztr.std(0).mean().item()      # one scalar scale: directions and cosines are unchanged
+    Ztr, Zte = (Ztr - shift)/scale, (Zte - shift)/scale
+    ytr, yte = y_train.repeat_interleave(A), y_test.repeat_interleave(A)
+    oracle = train_latent_classifier(Ztr, ytr, classes, epochs=oracle_epochs, seed=seed, device=device, desc=f'oracle {name}')
+    acc = classifier_accuracy(oracle, Zte, yte, device)
+    bases = None if tangent_dims is None else local_tangent_bases(Ztr, tangent_dims, neighbours)
+    flow = train_flow(oracle, Ztr, n_generators, epochs=flow_epochs, eps=eps, seed=seed, device=device, desc=f'flow {name}', restarts=restarts,
+                      tangent_bases=bases)
+    V = latent_rotation_direction(vae, X_test.flatten(0, 1), device=device)/scale
+    with torch.no_grad():
+        cos, _ = alignment_per_point(flow(Zte), V); al = field_alignment(flow(Zte), V)
+        floors = []
+        for r in range(n_random):
+            set_seed(seed + 1000 + r); floors.append(field_alignment(LatentFlow(Zte.shape[1], n_generators).eval()(Zte), V))
+        losses = {k: v.item() for k, v in flow_losses(flow, oracle, Zte[:2000], eps, closure=False)._asdict().items()}
+    if n_generators > 1: losses['closure'] = flow_losses(flow, oracle, Zte[:500], eps).closure.item()
+    best = int(np.argmax(al.abs_cos)); ci = mean_interval(cos[:, best].numpy()); l = Zte.shape[1]
+    ceil = mean_interval(oracle_flat_share(oracle, Zte, V).numpy())
+    return FlowAnalysis(oracle_accuracy=acc, oracle_accuracy_interval=list(wilson_interval(int(round(acc*len(yte))), len(yte))),
+                        chance=1/len(classes), generator_abs_cos=al.abs_cos, best_abs_cos=al.best_abs_cos,
+                        best_abs_cos_interval=[ci.low, ci.high], span_share=al.span_share,
+                        ceiling_share=ceil.mean, ceiling_share_interval=[ceil.low, ceil.high],
+                        random_flow_abs_cos=np.mean([f.abs_cos for f in floors], 0).tolist(),
+                        random_flow_best_abs_cos=float(np.mean([f.best_abs_cos for f in floors])),
+                        random_flow_span_share=float(np.mean([f.span_share for f in floors])), n_random_flows=n_random,
+                        isotropic_abs_cos=isotropic_abs_cos(l), isotropic_span_share=math.sqrt(min(n_generators, l)/l) if l > 2 else None,
+                        final_losses=losses, restart_train_losses=flow.restart_losses, latent_scale=scale, n_generators=n_generators,
+                        n_test_images=len(yte), tangent_dims=tangent_dims, oracle=oracle, flow=flow, Ztr=Ztr, Zte=Zte, V=V, shift=shift)
+
 # %% ../nbs/05_symmetry_discovery.ipynb #42430319
 def train_orbit_classifier(orbits:torch.Tensor, # (N, A, l) latent orbits of labelled images
                            y:torch.Tensor, # (N,) labels, values in `classes`
@@ -315,3 +509,68 @@ def train_orbit_classifier(orbits:torch.Tensor, # (N, A, l) latent orbits of lab
                     device=device, seed=seed, desc=desc, scheduler='cosine', optimizer='adamw' if weight_decay else 'adam',
                     weight_decay=weight_decay)
     m.classes = list(classes); return m.eval()
+
+# %% ../nbs/05_symmetry_discovery.ipynb #68957bde
+@dataclass(frozen=True)
+class InvarianceResult:
+    "Accuracy and prediction consistency per test angle of one classifier of the rotation-invariance study."
+    accuracy_per_angle: list[float]  # (A,) share of test digits classified correctly at each stored angle
+    mean_accuracy: float  # mean of `accuracy_per_angle`
+    mean_accuracy_interval: list[float]  # (2,) 95 % Wilson interval of the mean accuracy over all test images (all angles)
+    min_accuracy: float  # the worst angle's accuracy
+    consistency_per_angle: list[float]  # (A,) share of test digits predicted at each angle as at 0°
+    trained_on: str  # what the classifier was trained on
+    n_test_images: int  # test images (originals x angles)
+    train_seconds: float|None  # training time (None: a classifier trained elsewhere)
+
+def _invariance_result(pred:torch.Tensor, # (M*A,) predicted labels of the test images, angle fastest
+                       y:torch.Tensor, # (M,) true labels of the test originals
+                       trained_on:str, # description of the training set
+                       seconds:float|None=None, # training time
+                      ) -> InvarianceResult:
+    "Per-angle accuracy and consistency with 0° of predictions for M originals at A angles."
+    p = pred.reshape(len(y), -1); correct = (p == y[:, None]).float(); acc = correct.mean(0)
+    return InvarianceResult(accuracy_per_angle=acc.tolist(), mean_accuracy=correct.mean().item(),
+                            mean_accuracy_interval=list(wilson_interval(int(correct.sum().item()), correct.numel())),
+                            min_accuracy=acc.min().item(), consistency_per_angle=(p == p[:, :1]).float().mean(0).tolist(),
+                            trained_on=trained_on, n_test_images=correct.numel(), train_seconds=None if seconds is None else round(seconds, 1))
+
+def invariance_study(*,
+                     plain_vae:nn.Module, # VAE whose latent the learned map acts on
+                     latent_map:nn.Module, # learned one-step (30°) latent map T on that latent
+                     equivariant_vae:nn.Module, # VAE with an equivariant latent (2-D blocks that turn with the image)
+                     oracle:nn.Module, # classifier on the plain latent trained on every angle (a reference)
+                     X_train:torch.Tensor, # (N, A, 1, 28, 28) labelled training images at every angle
+                     y_train:torch.Tensor, # (N,) their labels
+                     X_test:torch.Tensor, # (M, A, 1, 28, 28) held-out images at every angle
+                     y_test:torch.Tensor, # (M,) their labels
+                     classes:list, # the classes, in output order
+                     epochs:int=40, # epochs of the classifiers trained on upright images
+                     pool_epochs:int=10, # epochs of the orbit-pooling classifier trained on orbits from every start angle
+                     pool_weight_decay:float=0.05, # its AdamW weight decay
+                     seed:int=0, # seeds every classifier
+                     device:str='cpu', # device to train on
+                     name:str='invariance', # progress bar label
+                    ) -> dict[str, InvarianceResult]:
+    "Accuracy and consistency per test angle of plain, orbit-averaged, orbit-pooled, equivariant-invariant and oracle classifiers."
+    _check_images('X_train', X_train, 5); _check_images('X_test', X_test, 5)
+    (n_tr, A), cl, T = X_train.shape[:2], torch.tensor(classes), latent_map
+    enc = lambda v, X: encode_mean(v, X, device=device)
+    Z0, Zt = enc(plain_vae, X_train[:, 0]), enc(plain_vae, X_test.flatten(0, 1))
+    E0, Et = enc(equivariant_vae, X_train[:, 0]), enc(equivariant_vae, X_test.flatten(0, 1))
+    feats = dict(plain=(Z0, Zt), orbit_average=(orbit_average(T, Z0, A), orbit_average(T, Zt, A)),
+                 equivariant_invariants=(so2_invariants(E0), so2_invariants(Et)))
+    up, res = f'{n_tr} upright images', {}
+    for k, (ftr, fte) in feats.items():
+        t0 = time.time(); m = train_latent_classifier(ftr, y_train, classes, epochs=epochs, seed=seed, device=device, desc=f'{name} {k}')
+        res[k] = _invariance_result(cl[predict(m, fte, device=device).argmax(1)], y_test, up, time.time() - t0)
+    Ot = latent_orbits(T, Zt, A)
+    t0 = time.time(); m = train_orbit_classifier(latent_orbits(T, Z0, A), y_train, classes, epochs=epochs, seed=seed, device=device, desc=f'{name} orbit_pool')
+    res['orbit_pool'] = _invariance_result(cl[predict(m, Ot, device=device).argmax(1)], y_test, up, time.time() - t0)
+    t0 = time.time(); Zall = enc(plain_vae, X_train.flatten(0, 1))        # every stored angle of every training image
+    m = train_orbit_classifier(latent_orbits(T, Zall, A), y_train.repeat_interleave(A), classes, epochs=pool_epochs, seed=seed, device=device,
+                               weight_decay=pool_weight_decay, desc=f'{name} orbit_pool_all_starts')
+    res['orbit_pool_all_starts'] = _invariance_result(cl[predict(m, Ot, device=device).argmax(1)], y_test,
+                                                      f'{n_tr} images x {A} angles (orbits from every start)', time.time() - t0)
+    res['oracle_all_angles'] = _invariance_result(cl[predict(oracle, Zt, device=device).argmax(1)], y_test, f'{n_tr} images x {A} angles')
+    return res

@@ -23,7 +23,7 @@ __all__ = ['VAE_ARCHS', 'VAE_LATENT_SIZES', 'VAE_VERSION', 'FCEncoder', 'FCDecod
 
 # %% ../../nbs/models/vae.ipynb #c3b13673
 VAE_ARCHS = ('fc', 'small_conv', 'deep_conv', 'equivariant')  # architectures of the document
-VAE_LATENT_SIZES = (2, 16, 64)  # latent sizes of the symmetry-discovery document's VAEs (autoencoders: `AE_LATENT_SIZES`)
+VAE_LATENT_SIZES = (2, 3, 16, 64)  # latent sizes of the symmetry-discovery document's VAEs (3: the method paper's two-generator case) (autoencoders: `AE_LATENT_SIZES`)
 VAE_VERSION = 2  # bump when an architecture changes: it is part of every cached VAE's key
 
 # %% ../../nbs/models/vae.ipynb #0a722d28
@@ -170,6 +170,7 @@ def make_vae(arch:str='small_conv', # one of `VAE_ARCHS`
             ) -> VAE:
     "A fresh VAE of architecture `arch` with latent size `latent_dim`."
     check_choice('arch', arch, VAE_ARCHS); check_choice('latent_dim', latent_dim, VAE_LATENT_SIZES)
+    if arch == 'equivariant' and latent_dim % 2: raise ValueError(f"latent_dim must be even for arch='equivariant' (2-D rotating blocks); got {latent_dim}")
     if arch == 'fc': enc, dec = FCEncoder(latent_dim), FCDecoder(latent_dim)
     elif arch == 'small_conv': enc, dec = SmallConvEncoder(latent_dim), SmallConvDecoder(latent_dim)
     elif arch == 'deep_conv': enc, dec = DeepConvEncoder(latent_dim), DeepConvDecoder(latent_dim)
