@@ -54,19 +54,14 @@ def _param_type(annotation:str, default) -> str:
 def notebook_parameters(path:str|Path # a notebook with a cell tagged `parameters`
                        ) -> dict[str, NotebookParameter]:
     "The parameters of the notebook's `parameters` cell, read by papermill's inspector, by name."
-    import nbformat
-    from papermill.translators import papermill_translators
-    nb = nbformat.read(str(path), as_version=4)
-    cells = [c for c in nb.cells if 'parameters' in c.get('metadata', {}).get('tags', [])]
-    if not cells: raise ValueError(f"notebook {path} has no cell tagged 'parameters'")
-    # the translator `papermill.inspect_notebook` picks for a Python kernel (the harness always runs one);
-    # called directly because inspect_notebook refuses notebooks whose metadata names no kernel
-    found = papermill_translators.find_translator('python3', 'python').inspect(cells[0])
+    import papermill as pm
+    found = pm.inspect_notebook(str(path))   # name -> {name, inferred_type_name, default (source text), help}
+    if not found: raise ValueError(f"notebook {path} has no cell tagged 'parameters' (or it assigns nothing)")
     params = {}
-    for p in found:
-        try: value = ast.literal_eval(p.default)
-        except (ValueError, SyntaxError): value = p.default
-        params[p.name] = NotebookParameter(p.name, _param_type(p.inferred_type_name, value), value, p.help.strip())
+    for p in found.values():
+        try: value = ast.literal_eval(p['default'])
+        except (ValueError, SyntaxError): value = p['default']
+        params[p['name']] = NotebookParameter(p['name'], _param_type(p['inferred_type_name'], value), value, p['help'].strip())
     return params
 
 # %% ../nbs/core/05_harness.ipynb #14c9ccde

@@ -245,7 +245,8 @@ def test_figures_are_inline_whatever_mplbackend_says(tmp_path, monkeypatch):
     nbs = tmp_path / "nbs"; nbs.mkdir()
     params = nbformat.v4.new_code_cell('out_dir = "x"   # output folder', metadata=dict(tags=["parameters"]))
     plot = nbformat.v4.new_code_cell("import matplotlib.pyplot as plt\nfig, ax = plt.subplots(); ax.plot([0, 1]); plt.show()")
-    nbformat.write(nbformat.v4.new_notebook(cells=[params, plot]), str(nbs / "00_plot.ipynb"))
+    kernel = dict(kernelspec=dict(name="python3", display_name="python3", language="python"))
+    nbformat.write(nbformat.v4.new_notebook(cells=[params, plot], metadata=kernel), str(nbs / "00_plot.ipynb"))
     dest = run_notebook("plot", nbs=nbs, out=tmp_path / "out", progress=False, log_output=False)
     outs = nbformat.read(str(dest), as_version=4).cells[-1].outputs
     assert any("image/png" in o.get("data", {}) for o in outs), outs
