@@ -230,9 +230,15 @@ def run_notebook(name:str, # short name, see `manifold-nb list`
 def key_metrics(metrics:dict, # a notebook's metrics.json
                 most:int=12, # how many to show
                ) -> dict:
-    "The top-level scalar numbers of `metrics` (skipping bookkeeping such as params and seconds)."
-    skip = {'notebook', 'params', 'started', 'figures', 'seconds'}
-    nums = [(k, v) for k, v in metrics.items() if k not in skip and isinstance(v, (int, float)) and not isinstance(v, bool)]
+    "The top-level scalar numbers of `metrics` (skipping bookkeeping such as params and seconds), then those of its `summary`."
+    skip = {'notebook', 'params', 'started', 'figures', 'figure_alt', 'seconds'}
+    def num(v): return isinstance(v, (int, float)) and not isinstance(v, bool)
+    def flat(d, pre=''):   # a notebook's `summary` may group numbers by model: {'oracle_accuracy': {'small_conv': 0.9}}
+        for k, v in d.items():
+            if isinstance(v, dict): yield from flat(v, f'{pre}{k}.')
+            elif num(v): yield f'{pre}{k}', v
+    nums = [(k, v) for k, v in metrics.items() if k not in skip and num(v)]
+    if isinstance(metrics.get('summary'), dict): nums += list(flat(metrics['summary'], 'summary.'))
     return dict(nums[:most])
 
 def git_commit(path:str|Path # any path inside the checkout
