@@ -104,3 +104,18 @@ def quick_bands():
             if not (isinstance(v, (int, float)) and lo <= v <= hi): bad.append(f"{key} = {v} outside [{lo}, {hi}] (recorded {b['value']})")
         return bad
     return check
+
+
+@pytest.fixture(scope="session")
+def document_report():
+    """check(run, min_images): the executed notebook of `run` (as `run_notebook` returns it) shows at least `min_images`
+    figures inline and a table with the document's numbers beside ours, and every saved figure has alt text."""
+    import nbformat
+    def check(run, min_images):
+        out, m = run
+        nb = nbformat.read(out / f"{m['notebook']}.ipynb", 4)
+        data = [o.get("data", {}) for c in nb.cells for o in c.get("outputs", [])]
+        assert sum("image/png" in d for d in data) >= min_images
+        assert any("this run" in d.get("text/html", "") and "document" in d.get("text/html", "") for d in data)
+        assert set(m["figure_alt"]) == set(m["figures"])
+    return check

@@ -26,14 +26,9 @@ def test_headline_numbers_in_bands(quick, quick_bands):
     assert quick_bands("ae_tangent", quick[1]) == []
 
 
-def test_document_table_and_figures_inline(quick):
-    import nbformat
-    out, m = quick
-    nb = nbformat.read(out / "ae_tangent.ipynb", 4)
-    data = [o.get("data", {}) for c in nb.cells for o in c.get("outputs", [])]
-    assert sum("image/png" in d for d in data) >= 5
-    assert any("this run" in d.get("text/html", "") and "document" in d.get("text/html", "") for d in data)
-    assert set(m["figure_alt"]) == set(m["figures"])
+def test_document_table_and_figures_inline(quick, document_report):
+    "The executed notebook shows its figures and a table with the document's numbers beside ours; every figure has alt text."
+    document_report(quick, 5)
 
 
 def test_reconstruction_mse(quick):

@@ -15,14 +15,9 @@ def test_headline_numbers_in_bands(friction, quick_bands):
     assert quick_bands("friction_maps", friction[1]) == []
 
 
-def test_document_table_and_figures_inline(friction):
-    import nbformat
-    out, m = friction
-    nb = nbformat.read(out / "friction_maps.ipynb", 4)
-    data = [o.get("data", {}) for c in nb.cells for o in c.get("outputs", [])]
-    assert sum("image/png" in d for d in data) >= 6
-    assert any("this run" in d.get("text/html", "") and "document" in d.get("text/html", "") for d in data)
-    assert set(m["figure_alt"]) == set(m["figures"])
+def test_document_table_and_figures_inline(friction, document_report):
+    "The executed notebook shows its figures and a table with the document's numbers beside ours; every figure has alt text."
+    document_report(friction, 6)
 
 
 def test_friction_maps_quick(friction):

@@ -13,15 +13,9 @@ def test_headline_numbers_in_bands(fidelity, quick_bands):
     assert quick_bands("release_fidelity", fidelity[1]) == []
 
 
-def test_document_table_and_figures_inline(fidelity):
+def test_document_table_and_figures_inline(fidelity, document_report):
     "The executed notebook shows its figures and a table with the document's numbers beside ours; every figure has alt text."
-    import nbformat
-    out, m = fidelity
-    nb = nbformat.read(out / "release_fidelity.ipynb", 4)
-    data = [o.get("data", {}) for c in nb.cells for o in c.get("outputs", [])]
-    assert sum("image/png" in d for d in data) >= 8
-    assert any("this run" in d.get("text/html", "") and "document" in d.get("text/html", "") for d in data)
-    assert set(m["figure_alt"]) == set(m["figures"])
+    document_report(fidelity, 8)
 
 
 def test_images_and_model(fidelity):
