@@ -6,7 +6,7 @@ Docs: https://manifold-nb.github.io/manifold-nb/core/runs.html.md"""
 
 # %% ../nbs/core/04_runs.ipynb #9b5fb66e
 from __future__ import annotations
-import json, time
+import contextlib, json, time
 from pathlib import Path
 
 from fastcore.basics import AttrDict
@@ -44,10 +44,20 @@ class Run:
         self.fig_dir.mkdir(parents=True, exist_ok=True)
         self.metrics = dict(notebook=name, params=dict(params or {}), started=time.strftime('%Y-%m-%dT%H:%M:%S'))
         self.figures, self.figure_alt, self._t0 = [], {}, time.time()
+        self.stages = [] # (name, seconds) of each timed stage, in order
 
     def log(self, **kwargs):
         "Add (or replace) metrics."
         self.metrics.update(kwargs); return self
+
+    @contextlib.contextmanager
+    def stage(self, name:str, # what the stage does, e.g. "train CNN" or "tangent angles"
+             ):
+        "Time the `with` block and record it as stage `name` (wall seconds) in `metrics.json`'s `stages`."
+        if not isinstance(name, str) or not name: raise TypeError(f"name must be a non-empty str; got {name!r}")
+        t0 = time.perf_counter()
+        try: yield
+        finally: self.stages.append(dict(name=name, seconds=round(time.perf_counter() - t0, 3)))
 
     def savefig(self, fig, # matplotlib figure
                 name:str, # file name without extension
@@ -64,8 +74,9 @@ class Run:
         return path
 
     def save(self) -> Path:
-        "Write `metrics.json` (figure list, their alternative texts and elapsed seconds) and return its path."
-        m = dict(self.metrics, figures=self.figures, figure_alt=self.figure_alt, seconds=round(time.time() - self._t0, 2))
+        "Write `metrics.json` (figure list, their alternative texts, stage timings and elapsed seconds) and return its path."
+        m = dict(self.metrics, figures=self.figures, figure_alt=self.figure_alt, stages=self.stages,
+                 seconds=round(time.time() - self._t0, 2))
         return atomic_write(self.out_dir/'metrics.json', lambda p: p.write_text(json.dumps(to_jsonable(m), indent=1)))
 
     def __repr__(self): return f'Run({self.out_dir}, {len(self.metrics)} metrics, {len(self.figures)} figures)'
