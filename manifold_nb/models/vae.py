@@ -1,4 +1,4 @@
-"""Fully connected, small convolutional, deep convolutional and rotation-equivariant (e2cnn) VAEs with latent size 2, 16 or 64, their ELBO, and their cached training.
+"""Fully connected, small convolutional, deep convolutional and two rotation-equivariant VAEs (an e2cnn encoder exact for quarter turns, and a polar-grid encoder exact for the 30° steps of C12) with latent size 2, 16 or 64, their ELBO, and their cached training.
 
 Docs: https://manifold-nb.github.io/manifold-nb/models/vae.html.md"""
 
@@ -7,6 +7,7 @@ Docs: https://manifold-nb.github.io/manifold-nb/models/vae.html.md"""
 # %% ../../nbs/models/vae.ipynb #5a64fcc2
 from __future__ import annotations
 import math
+from typing import NamedTuple
 import torch
 from torch import nn
 import torch.nn.functional as F
@@ -14,17 +15,18 @@ from pathlib import Path
 from ..utils import check_choice, set_seed
 from ..cache import cached_model, fingerprint
 from ..train import fit
+from ..probes import mean_interval, MeanInterval
 
 # %% auto #0
 __all__ = ['VAE_ARCHS', 'VAE_LATENT_SIZES', 'VAE_VERSION', 'FCEncoder', 'FCDecoder', 'SmallConvEncoder', 'SmallConvDecoder',
-           'DeepConvEncoder', 'DeepConvDecoder', 'EquivariantEncoder', 'rotate_latent_blocks', 'VAE',
-           'kl_to_standard_normal', 'negative_elbo', 'vae_loss', 'make_vae', 'encode_mean', 'encode_posterior',
-           'decode_images', 'train_vae']
+           'DeepConvEncoder', 'DeepConvDecoder', 'EquivariantEncoder', 'rotate_latent_blocks', 'polar_grid',
+           'C12Encoder', 'VAE', 'kl_to_standard_normal', 'negative_elbo', 'vae_loss', 'make_vae', 'encode_mean',
+           'encode_posterior', 'decode_images', 'LatentRotationError', 'latent_rotation_error', 'train_vae']
 
 # %% ../../nbs/models/vae.ipynb #c3b13673
-VAE_ARCHS = ('fc', 'small_conv', 'deep_conv', 'equivariant')  # architectures of the document
+VAE_ARCHS = ('fc', 'small_conv', 'deep_conv', 'equivariant', 'c12')  # the document's four architectures, and 'c12': equivariant at the data's 30° steps
 VAE_LATENT_SIZES = (2, 3, 16, 64)  # latent sizes of the symmetry-discovery document's VAEs (3: the method paper's two-generator case) (autoencoders: `AE_LATENT_SIZES`)
-VAE_VERSION = 2  # bump when an architecture changes: it is part of every cached VAE's key
+VAE_VERSION = 2  # bump when an architecture changes: it is part of every cached VAE's key (adding an arch needs no bump: the arch is in the key too)
 
 # %% ../../nbs/models/vae.ipynb #0a722d28
 class FCEncoder(nn.Module):
@@ -130,6 +132,84 @@ def rotate_latent_blocks(z:torch.Tensor, # (B, 2k) latent vectors, k two-dimensi
     u, v = z[..., 0::2], z[..., 1::2]
     return torch.stack([c*u - s*v, s*u + c*v], -1).flatten(-2)
 
+# %% ../../nbs/models/vae.ipynb #237a8295
+def _gaussian_kernel(sigma:float # standard deviation in pixels, > 0
+                    ) -> torch.Tensor: # (2r+1,) weights summing to 1, r = ceil(3 sigma)
+    "Normalised 1-D Gaussian truncated at 3 sigma."
+    r = max(1, math.ceil(3*sigma)); t = torch.arange(-r, r + 1, dtype=torch.float64)
+    k = (-t**2/(2*sigma**2)).exp(); return (k/k.sum()).float()
+
+def polar_grid(n_radii:int=14, # radial samples, at radii (i + 1/2) (size-1)/2 / n_radii, i = 0..n_radii-1
+               n_angles:int=48, # angular samples, a multiple of 4: column j at 360° j/n_angles counter-clockwise from +x
+               size:int=28, # image height = width in pixels
+              ) -> torch.Tensor: # (n_radii, n_angles, 2) points (x, y) in `F.grid_sample` coordinates (align_corners=True)
+    "A polar grid about the image centre inside the inscribed disc; quarter turns permute its columns exactly."
+    for name, v in (('n_radii', n_radii), ('size', size)):
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1: raise ValueError(f"{name} must be a positive int; got {v!r}")
+    if isinstance(n_angles, bool) or not isinstance(n_angles, int) or n_angles < 4 or n_angles % 4:
+        raise ValueError(f"n_angles must be a positive multiple of 4; got {n_angles!r}")
+    c = (size - 1)/2
+    r = (torch.arange(n_radii, dtype=torch.float64) + 0.5)/n_radii                       # radius / c
+    phi = 2*math.pi*torch.arange(n_angles//4, dtype=torch.float64)/n_angles              # first quadrant
+    quads = [(r[:, None]*phi.cos(), -r[:, None]*phi.sin())]                              # y points down: -sin is counter-clockwise on screen
+    for _ in range(3): dx, dy = quads[-1]; quads.append((dy, -dx))                        # + 90° on screen, exact in floating point
+    return torch.stack([torch.cat([q[0] for q in quads], 1), torch.cat([q[1] for q in quads], 1)], -1).float()
+
+# %% ../../nbs/models/vae.ipynb #a367357b
+class _CircularConv(nn.Module):
+    "Conv2d over (radius, angle) maps: circular padding along the angle, zero padding along the radius."
+    def __init__(self, cin:int, cout:int, k:int, stride:int|tuple=1):
+        super().__init__(); self.pad = k//2; self.conv = nn.Conv2d(cin, cout, k, stride=stride, padding=(k//2, 0))
+    def forward(self, x): return self.conv(F.pad(x, (self.pad, self.pad, 0, 0), mode='circular'))
+
+class C12Encoder(nn.Module):
+    "C12-equivariant encoder on a polar grid: mu = latent_dim/2 frequency-1 blocks (invariant radius x turning direction); logvar invariant."
+    def __init__(self, latent_dim:int, # even latent size
+                 n_radii:int=14, # radial samples of the polar grid
+                 n_angles:int=48, # angular samples, a multiple of 48 (30° = n_angles/12 columns, divisible by the angular strides)
+                 sigma:float=1.0, # Gaussian band-limit of the input in pixels (0: none)
+                 ch:tuple=(16, 32, 64), # channels of the three circular convolutions
+                ):
+        super().__init__()
+        if latent_dim % 2: raise ValueError(f"latent_dim must be even for C12Encoder (2-D rotating blocks); got {latent_dim}")
+        if isinstance(n_angles, bool) or not isinstance(n_angles, int) or n_angles < 48 or n_angles % 48:
+            raise ValueError(f"n_angles must be a positive multiple of 48; got {n_angles!r}")
+        if sigma < 0: raise ValueError(f"sigma must be >= 0; got {sigma!r}")
+        self.n_fields, self.sigma = latent_dim//2, sigma
+        self.register_buffer('grid', polar_grid(n_radii, n_angles))
+        self.register_buffer('kernel', _gaussian_kernel(sigma) if sigma > 0 else torch.ones(1))
+        a, b, c = ch
+        self.body = nn.Sequential(_CircularConv(1, a, 5, (1, 2)), nn.ReLU(), _CircularConv(a, b, 3, 2), nn.ReLU(),
+                                  _CircularConv(b, c, 3, (2, n_angles//48)), nn.ReLU())    # angles: n -> n/2 -> n/4 -> 12
+        n_r = len(range(0, len(range(0, n_radii, 2)), 2))                                 # radii after the two radial strides
+        self.mix = nn.Conv1d(c*n_r, c, 1)                                                 # the same linear map at every angle
+        ang = 2*math.pi*torch.arange(12)/12
+        self.register_buffer('fourier1', torch.stack([ang.cos(), ang.sin()], 1)/12)       # (12, 2)
+        k = self.n_fields
+        self.w_mu = nn.Parameter(torch.randn(k, c, 2)/math.sqrt(c))                        # complex weights a + ib
+        self.w_radius, self.w_logvar = nn.Linear(2*c, k), nn.Linear(2*c, k)
+
+    def polar_image(self, x:torch.Tensor # images (B, 1, H, W)
+                   ) -> torch.Tensor: # (B, 1, n_radii, n_angles)
+        "Band-limit `x` with the Gaussian and sample it on the polar grid."
+        k = self.kernel; p = len(k)//2
+        if p: x = F.conv2d(F.conv2d(x, k.view(1, 1, 1, -1), padding=(0, p)), k.view(1, 1, -1, 1), padding=(p, 0))
+        return F.grid_sample(x, self.grid.expand(len(x), -1, -1, -1), mode='bilinear', padding_mode='zeros', align_corners=True)
+
+    def from_polar(self, p:torch.Tensor # polar images (B, 1, n_radii, n_angles)
+                  ) -> tuple[torch.Tensor, torch.Tensor]: # mu, logvar (B, latent_dim)
+        "Posterior mean and log-variance of polar images; exactly equivariant to cyclic shifts by n_angles/12 columns."
+        h = F.relu(self.mix(self.body(p).flatten(1, 2)))                                   # (B, c, 12)
+        cf = h @ self.fourier1                                                              # (B, c, 2) frequency-1 coefficients
+        a, b = self.w_mu[..., 0], self.w_mu[..., 1]                                         # (k, c)
+        m = torch.stack([cf[..., 0] @ a.T - cf[..., 1] @ b.T, cf[..., 0] @ b.T + cf[..., 1] @ a.T], -1)  # (B, k, 2)
+        direction = m/(m.pow(2).sum(-1, keepdim=True) + 1e-12).sqrt()
+        inv = torch.cat([h.mean(-1), cf.norm(dim=-1)], 1)                                  # (B, 2c) invariant features
+        mu = (F.softplus(self.w_radius(inv))[..., None]*direction).flatten(1)
+        return mu, self.w_logvar(inv).repeat_interleave(2, dim=1)
+
+    def forward(self, x): return self.from_polar(self.polar_image(x))
+
 # %% ../../nbs/models/vae.ipynb #85dbe6a2
 class VAE(nn.Module):
     "Encoder -> Gaussian posterior -> reparameterised sample -> decoder (pixel logits)."
@@ -170,11 +250,12 @@ def make_vae(arch:str='small_conv', # one of `VAE_ARCHS`
             ) -> VAE:
     "A fresh VAE of architecture `arch` with latent size `latent_dim`."
     check_choice('arch', arch, VAE_ARCHS); check_choice('latent_dim', latent_dim, VAE_LATENT_SIZES)
-    if arch == 'equivariant' and latent_dim % 2: raise ValueError(f"latent_dim must be even for arch='equivariant' (2-D rotating blocks); got {latent_dim}")
+    if arch in ('equivariant', 'c12') and latent_dim % 2: raise ValueError(f"latent_dim must be even for arch={arch!r} (2-D rotating blocks); got {latent_dim}")
     if arch == 'fc': enc, dec = FCEncoder(latent_dim), FCDecoder(latent_dim)
     elif arch == 'small_conv': enc, dec = SmallConvEncoder(latent_dim), SmallConvDecoder(latent_dim)
     elif arch == 'deep_conv': enc, dec = DeepConvEncoder(latent_dim), DeepConvDecoder(latent_dim)
-    else: enc, dec = EquivariantEncoder(latent_dim), SmallConvDecoder(latent_dim, ch=(32, 64))
+    elif arch == 'equivariant': enc, dec = EquivariantEncoder(latent_dim), SmallConvDecoder(latent_dim, ch=(32, 64))
+    else: enc, dec = C12Encoder(latent_dim), SmallConvDecoder(latent_dim)   # the small convolutional VAE's decoder
     return VAE(enc, dec, latent_dim, arch)
 
 @torch.no_grad()
@@ -200,6 +281,40 @@ def decode_images(model:VAE, Z:torch.Tensor, batch_size:int=1000, device:str='cp
     "Decoded images (sigmoid of the logits, in [0, 1]) of the latents `Z`, on the CPU."
     model.eval().to(device)
     return torch.cat([model.decode(Z[i:i+batch_size].to(device)).sigmoid().cpu() for i in range(0, len(Z), batch_size)])
+
+# %% ../../nbs/models/vae.ipynb #b420305c
+class LatentRotationError(NamedTuple):
+    "Relative error of a latent that should turn with the image, per rotation angle, over images."
+    angles: list  # (A,) rotation angles in degrees (counter-clockwise), relative to X[:, 0]
+    mean: list  # (A,) mean over images of ||mu(rot x) - R mu(x)|| / ||mu(x)||
+    low: list  # (A,) lower end of the 95 % Student-t interval of the mean
+    high: list  # (A,) upper end of that interval
+    median: list  # (A,) median over images
+    q95: list  # (A,) 95th percentile over images
+    n_images: int  # images per angle
+
+@torch.no_grad()
+def latent_rotation_error(model:nn.Module, # a VAE (its `encode` is used) or an encoder (any callable) x -> (mu, logvar) or x -> mu
+                          X:torch.Tensor, # (N, A, 1, H, W) orbits: X[:, a] is X[:, 0] rotated by angles[a]
+                          angles:list|torch.Tensor, # (A,) angles in degrees, counter-clockwise; angles[0] is usually 0
+                          batch_size:int=1000, # images per forward pass
+                          device:str='cpu', # device to run on
+                         ) -> LatentRotationError:
+    "Per-angle relative error of the posterior mean against the exact rotation of its 2-D blocks, over the N images."
+    if not isinstance(X, torch.Tensor): raise TypeError(f"X must be a torch.Tensor; got {type(X).__name__}")
+    if X.ndim != 5: raise ValueError(f"X must have shape (N, A, 1, H, W); got {tuple(X.shape)}")
+    ang = [float(a) for a in torch.as_tensor(angles).reshape(-1).tolist()]
+    if len(ang) != X.shape[1]: raise ValueError(f"angles must hold one angle per column of X ({X.shape[1]}); got {len(ang)}")
+    enc = model.encode if hasattr(model, 'encode') else model
+    if isinstance(model, nn.Module): model.eval().to(device)
+    Xf = X.flatten(0, 1)
+    out = [enc(Xf[i:i+batch_size].to(device)) for i in range(0, len(Xf), batch_size)]
+    Z = torch.cat([o[0] if isinstance(o, (tuple, list)) else o for o in out]).cpu().double().unflatten(0, X.shape[:2])   # (N, A, l)
+    ref = Z[:, 0].norm(dim=1).clamp_min(1e-30)
+    E = torch.stack([(Z[:, a] - rotate_latent_blocks(Z[:, 0], ang[a] - ang[0])).norm(dim=1)/ref for a in range(len(ang))], 1)   # (N, A)
+    mi = [mean_interval(e) if e.std() > 0 else MeanInterval(*3*[float(e.mean())]) for e in E.T.numpy()]   # no spread (e.g. 0°): a point
+    return LatentRotationError(angles=ang, mean=[m.mean for m in mi], low=[m.low for m in mi], high=[m.high for m in mi],
+                               median=E.median(0).values.tolist(), q95=E.quantile(0.95, dim=0).tolist(), n_images=len(X))
 
 # %% ../../nbs/models/vae.ipynb #99c8345e
 def train_vae(arch:str, # one of `VAE_ARCHS`
