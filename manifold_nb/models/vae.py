@@ -167,7 +167,7 @@ class C12Encoder(nn.Module):
     def __init__(self, latent_dim:int, # even latent size
                  n_radii:int=14, # radial samples of the polar grid
                  n_angles:int=48, # angular samples, a multiple of 48 (30° = n_angles/12 columns, divisible by the angular strides)
-                 sigma:float=1.0, # Gaussian band-limit of the input in pixels (0: none)
+                 sigma:float=2.0, # Gaussian band-limit of the input in pixels (0: none)
                  ch:tuple=(16, 32, 64), # channels of the three circular convolutions
                 ):
         super().__init__()
