@@ -32,8 +32,8 @@ def test_polar_shift_is_an_exact_30_degree_turn(latent_dim):
         mu, lv = enc.from_polar(p)
         for k in range(12):
             m, l = enc.from_polar(p.roll(4 * k, -1))        # 4 of 48 columns = 30°
-            torch.testing.assert_close(m, rotate_latent_blocks(mu, 30. * k), atol=1e-5 * mu.abs().max().item(), rtol=0)
-            torch.testing.assert_close(l, lv, atol=1e-5, rtol=0)
+            torch.testing.assert_close(m, rotate_latent_blocks(mu, 30. * k), atol=1e-4 * mu.abs().max().item(), rtol=0)
+            torch.testing.assert_close(l, lv, atol=1e-4, rtol=0)
 
 
 # seeds 0-3 at both sizes give 0.023-0.039 at worst (the 30° steps); seed 4 gives 0.07 (2-d) and 0.06 (16-d): a random
