@@ -299,17 +299,22 @@ def solve_joint_equivariant_map(A:np.ndarray, # features (N, f)
         return EquivariantFit(T, 'kron', float(mu), 0, True, 0.)
     # weights enter as √w_k J (so K = 1 without weights is the single-generator arithmetic, bit for bit)
     if w is not None: JAs, JBs = [np.sqrt(w_)*j for w_, j in zip(wk, JAs)], [np.sqrt(w_)*j for w_, j in zip(wk, JBs)]
-    SB, SA = lam*JBs[0] @ JBs[0].T, lam*JAs[0].T @ JAs[0]
-    for JA_, JB_ in zip(JAs[1:], JBs[1:]): SB, SA = SB + lam*JB_ @ JB_.T, SA + lam*JA_.T @ JA_
+    SB, SA = np.zeros((p, p)), np.zeros((f, f))
+    if lam > 0:                                                                          # λ = 0: no equivariance terms to form
+        for JA_, JB_ in zip(JAs, JBs): SB, SA = SB + lam*JB_ @ JB_.T, SA + lam*JA_.T @ JA_
     lb, U = np.linalg.eigh(G + SB + mu/2*np.eye(p))
     la, V = np.linalg.eigh(SA + mu/2*np.eye(f))
     den = la[:, None] + lb[None, :]
-    JAh, JBh, Rh = [V.T @ j @ V for j in JAs], [U.T @ j @ U for j in JBs], V.T @ R @ U   # everything in the eigenbases: T = V Th Uᵀ
-    JBb = np.concatenate([m for j in JBh for m in (j, j.T)], 1)                          # (p, 2Kp)
-    JAb = np.concatenate([m for j in JAh for m in (j.T, j)], 1)                          # (f, 2Kf)
-    nb_ = 2*len(JAh)
+    Rh = V.T @ R @ U                                                                     # everything in the eigenbases: T = V Th Uᵀ
+    if lam > 0:
+        JAh, JBh = [V.T @ j @ V for j in JAs], [U.T @ j @ U for j in JBs]
+        JBb = np.concatenate([m for j in JBh for m in (j, j.T)], 1)                      # (p, 2Kp)
+        JAb = np.concatenate([m for j in JAh for m in (j.T, j)], 1)                      # (f, 2Kf)
+        nb_ = 2*len(JAh)
     def matvec(v):
-        Th = v.reshape(f, p); Y = Th @ JBb                                                # (f, 2Kp): Th J_B^k, Th J_B^kᵀ
+        Th = v.reshape(f, p)
+        if lam == 0: return (Th*den).ravel()
+        Y = Th @ JBb                                                                     # (f, 2Kp): Th J_B^k, Th J_B^kᵀ
         return (Th*den - lam*(JAb @ np.concatenate([Y[:, i*p:(i+1)*p] for i in range(nb_)], 0))).ravel()
     L = LinearOperator((f*p, f*p), matvec=matvec, dtype=np.float64)
     Pinv = LinearOperator((f*p, f*p), matvec=lambda v: (v.reshape(f, p)/den).ravel(), dtype=np.float64)
