@@ -19,10 +19,10 @@ from .transforms import TRANSFORMS, SIDES, check_images, transform, lie_derivati
 
 # %% auto #0
 __all__ = ['SOLVERS', 'EQ_METHODS', 'relative_error', 'feature_derivative', 'fd_feature_derivative', 'GeneratorFit', 'min_rtol',
-           'solve_generator', 'generator_stats', 'planted_generator_data', 'lie_generator', 'equivariance_residual',
-           'fit_r2', 'EquivariantFit', 'solve_joint_equivariant_map', 'solve_equivariant_map',
-           'planted_equivariant_data', 'planted_joint_equivariant_data', 'StructureConstants', 'structure_constants',
-           'LocalEquivariance', 'local_equivariance_error']
+           'solve_generators', 'solve_generator', 'generator_stats', 'planted_generator_data', 'lie_generators',
+           'lie_generator', 'equivariance_residual', 'fit_r2', 'EquivariantFit', 'solve_joint_equivariant_map',
+           'solve_equivariant_map', 'planted_equivariant_data', 'planted_joint_equivariant_data', 'StructureConstants',
+           'structure_constants', 'LocalEquivariance', 'local_equivariance_error']
 
 # %% ../nbs/01_generators.ipynb #9e5a0ca6
 def relative_error(estimate:torch.Tensor|np.ndarray, # any shape
@@ -123,6 +123,42 @@ def _gram_eigh(X, rtol):
     s, V = ev.flip(0).clamp_min(0).sqrt(), V.flip(1)
     return Xd, s, V, int((s > rtol*s[0]).sum())
 
+def _tangent_list(name, dXs, shape):
+    "K derivative matrices (N, d) from a list/tuple or a (K, N, d) stack, each finite and of `shape`."
+    if isinstance(dXs, (list, tuple)): out = [_as_finite_matrix(f'{name}[{i}]', m) for i, m in enumerate(dXs)]
+    else:
+        dXs = _as_finite_matrix(name, dXs)
+        if dXs.ndim != 3: raise ValueError(f"{name} must be a list of (N, d) matrices or a (K, N, d) stack; got shape {tuple(dXs.shape)}")
+        out = list(dXs)
+    if not out or any(m.shape != shape for m in out):
+        raise ValueError(f"X and every derivative in {name} must be matrices of the same shape (N, d); got {tuple(shape)} and {[tuple(m.shape) for m in out]}")
+    return out
+
+def solve_generators(X:torch.Tensor, # samples (N, d), finite
+                     dXs:list|torch.Tensor, # K derivative matrices: list of (N, d) or a (K, N, d) stack, finite
+                     rtol:float|None=None, # relative singular-value cut-off in [min_rtol(method, N, d), 1) (None: max(N, d)·eps_float32)
+                     method:str='gram', # "gram" (float64 Gram eigendecomposition), "svd" (float64) or "pinv" (the document's)
+                    ) -> list:
+    "K minimum-norm generators J_k of X J_kᵀ = dX_k sharing one factorisation of X (a list of `GeneratorFit`)."
+    check_choice('method', method, SOLVERS)
+    X = _as_finite_matrix('X', X)
+    if X.ndim != 2: raise ValueError(f"X must be a matrix (N, d); got shape {tuple(X.shape)}")
+    dXs = _tangent_list('dXs', dXs, X.shape); rtol = _resolve_rtol(X, rtol, method)
+    if method == 'pinv':
+        Xp = torch.linalg.pinv(X, rtol=rtol)
+        return [GeneratorFit((Xp @ dX).T, method, rtol) for dX in dXs]
+    d = X.shape[1]
+    if method == 'svd':
+        U, s, Vh = torch.linalg.svd(X.double(), full_matrices=False)
+        k = int((s > rtol*s[0]).sum())
+        C = U[:, :k].T @ torch.cat([dX.double() for dX in dXs], 1)                  # (k, K d): one product for all K
+        Js = [((Vh[:k].T/s[:k]) @ C[:, i*d:(i+1)*d]).T for i in range(len(dXs))]
+    else:
+        Xd, s, V, k = _gram_eigh(X, rtol)
+        C = V[:, :k].T @ (Xd.T @ torch.cat([dX.double() for dX in dXs], 1))         # (k, K d): XᵀdX_k for all K in one product
+        Js = [((V[:, :k]/s[:k]**2) @ C[:, i*d:(i+1)*d]).T for i in range(len(dXs))]
+    return [GeneratorFit(J, method, rtol, k, float(rtol*s[0]), s.cpu().numpy()) for J in Js]
+
 def solve_generator(X:torch.Tensor, # samples (N, d), finite
                     dX:torch.Tensor, # their derivatives (N, d), finite
                     rtol:float|None=None, # relative singular-value cut-off in [min_rtol(method, N, d), 1) (None: max(N, d)·eps_float32)
@@ -133,17 +169,7 @@ def solve_generator(X:torch.Tensor, # samples (N, d), finite
     X, dX = _as_finite_matrix('X', X), _as_finite_matrix('dX', dX)
     if X.ndim != 2 or dX.shape != X.shape:
         raise ValueError(f"X and dX must be matrices of the same shape (N, d); got {tuple(X.shape)} and {tuple(dX.shape)}")
-    rtol = _resolve_rtol(X, rtol, method)
-    if method == 'pinv':
-        return GeneratorFit((torch.linalg.pinv(X, rtol=rtol) @ dX).T, method, rtol)
-    if method == 'svd':
-        U, s, Vh = torch.linalg.svd(X.double(), full_matrices=False)
-        k = int((s > rtol*s[0]).sum())
-        J = ((Vh[:k].T/s[:k]) @ (U[:, :k].T @ dX.double())).T
-    else:
-        Xd, s, V, k = _gram_eigh(X, rtol)
-        J = ((V[:, :k]/s[:k]**2) @ (V[:, :k].T @ (Xd.T @ dX.double()))).T
-    return GeneratorFit(J, method, rtol, k, float(rtol*s[0]), s.cpu().numpy())
+    return solve_generators(X, [dX], rtol, method)[0]
 
 def generator_stats(J:torch.Tensor # square generator (d, d)
                    ) -> dict:
@@ -166,18 +192,29 @@ def planted_generator_data(n:int=15, # samples
     return X, X @ J.T, J
 
 # %% ../nbs/01_generators.ipynb #51fd1d46
+def lie_generators(x:torch.Tensor, # images (N, C, H, W), finite
+                   kinds:tuple=TRANSFORMS, # transformations, each one of `TRANSFORMS`
+                   side:str='right', # see `lie_derivative`
+                   rtol:float|None=None, # relative singular-value cut-off in [min_rtol('lie', N, d), 1) (None: max(N, d)·eps_float32)
+                  ) -> dict:
+    "`lie_generator` for several transformations sharing one eigendecomposition (one projector P): {kind: GeneratorFit}."
+    if isinstance(kinds, str): raise TypeError(f"kinds must be a tuple of transformation names; got the string {kinds!r}")
+    for k in kinds: check_choice('kind', k, TRANSFORMS)
+    check_choice('side', side, SIDES); x = check_images(x)
+    X = _as_finite_matrix('x', x.flatten(1)); d = X.shape[1]; rtol = _resolve_rtol(X, rtol, 'lie')
+    _, s, V, k = _gram_eigh(X, rtol)
+    P = (V[:, :k] @ V[:, :k].T).reshape(d, *x.shape[1:])                          # symmetric: rows = columns
+    return {kind: GeneratorFit(lie_derivative(P, kind, side).reshape(d, d).T,     # column j: G applied to P[:, j]
+                               'lie', rtol, k, float(rtol*s[0]), s.cpu().numpy()) for kind in kinds}
+
 def lie_generator(x:torch.Tensor, # images (N, C, H, W), finite
                   kind:str='rotation', # one of `TRANSFORMS`
                   side:str='right', # see `lie_derivative`
                   rtol:float|None=None, # relative singular-value cut-off in [min_rtol('lie', N, d), 1) (None: max(N, d)·eps_float32)
                  ) -> GeneratorFit:
     "`solve_generator(x.flatten(1), lie_derivative(x).flatten(1))` computed as J = G P (P: projector onto the images' span)."
-    check_choice('kind', kind, TRANSFORMS); check_choice('side', side, SIDES); x = check_images(x)
-    X = _as_finite_matrix('x', x.flatten(1)); d = X.shape[1]; rtol = _resolve_rtol(X, rtol, 'lie')
-    _, s, V, k = _gram_eigh(X, rtol)
-    P = V[:, :k] @ V[:, :k].T                                                         # symmetric: rows = columns
-    J = lie_derivative(P.reshape(d, *x.shape[1:]), kind, side).reshape(d, d).T        # column j: G applied to P[:, j]
-    return GeneratorFit(J, 'lie', rtol, k, float(rtol*s[0]), s.cpu().numpy())
+    check_choice('kind', kind, TRANSFORMS)
+    return lie_generators(x, (kind,), side, rtol)[kind]
 
 # %% ../nbs/01_generators.ipynb #d195a454
 def equivariance_residual(T:np.ndarray, # map (f, p)
@@ -262,17 +299,22 @@ def solve_joint_equivariant_map(A:np.ndarray, # features (N, f)
         return EquivariantFit(T, 'kron', float(mu), 0, True, 0.)
     # weights enter as √w_k J (so K = 1 without weights is the single-generator arithmetic, bit for bit)
     if w is not None: JAs, JBs = [np.sqrt(w_)*j for w_, j in zip(wk, JAs)], [np.sqrt(w_)*j for w_, j in zip(wk, JBs)]
-    SB, SA = lam*JBs[0] @ JBs[0].T, lam*JAs[0].T @ JAs[0]
-    for JA_, JB_ in zip(JAs[1:], JBs[1:]): SB, SA = SB + lam*JB_ @ JB_.T, SA + lam*JA_.T @ JA_
+    SB, SA = np.zeros((p, p)), np.zeros((f, f))
+    if lam > 0:                                                                          # λ = 0: no equivariance terms to form
+        for JA_, JB_ in zip(JAs, JBs): SB, SA = SB + lam*JB_ @ JB_.T, SA + lam*JA_.T @ JA_
     lb, U = np.linalg.eigh(G + SB + mu/2*np.eye(p))
     la, V = np.linalg.eigh(SA + mu/2*np.eye(f))
     den = la[:, None] + lb[None, :]
-    JAh, JBh, Rh = [V.T @ j @ V for j in JAs], [U.T @ j @ U for j in JBs], V.T @ R @ U   # everything in the eigenbases: T = V Th Uᵀ
-    JBb = np.concatenate([m for j in JBh for m in (j, j.T)], 1)                          # (p, 2Kp)
-    JAb = np.concatenate([m for j in JAh for m in (j.T, j)], 1)                          # (f, 2Kf)
-    nb_ = 2*len(JAh)
+    Rh = V.T @ R @ U                                                                     # everything in the eigenbases: T = V Th Uᵀ
+    if lam > 0:
+        JAh, JBh = [V.T @ j @ V for j in JAs], [U.T @ j @ U for j in JBs]
+        JBb = np.concatenate([m for j in JBh for m in (j, j.T)], 1)                      # (p, 2Kp)
+        JAb = np.concatenate([m for j in JAh for m in (j.T, j)], 1)                      # (f, 2Kf)
+        nb_ = 2*len(JAh)
     def matvec(v):
-        Th = v.reshape(f, p); Y = Th @ JBb                                                # (f, 2Kp): Th J_B^k, Th J_B^kᵀ
+        Th = v.reshape(f, p)
+        if lam == 0: return (Th*den).ravel()
+        Y = Th @ JBb                                                                     # (f, 2Kp): Th J_B^k, Th J_B^kᵀ
         return (Th*den - lam*(JAb @ np.concatenate([Y[:, i*p:(i+1)*p] for i in range(nb_)], 0))).ravel()
     L = LinearOperator((f*p, f*p), matvec=matvec, dtype=np.float64)
     Pinv = LinearOperator((f*p, f*p), matvec=lambda v: (v.reshape(f, p)/den).ravel(), dtype=np.float64)

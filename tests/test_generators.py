@@ -5,8 +5,9 @@ import numpy as np
 import pytest
 import torch
 
-from manifold_nb.generators import (GeneratorFit, solve_joint_equivariant_map, planted_joint_equivariant_data, lie_generator, min_rtol, planted_equivariant_data, planted_generator_data,
-                                    relative_error, solve_equivariant_map, solve_generator, equivariance_residual)
+from manifold_nb.generators import (GeneratorFit, solve_joint_equivariant_map, planted_joint_equivariant_data, lie_generator, lie_generators, min_rtol,
+                                    planted_equivariant_data, planted_generator_data, relative_error, solve_equivariant_map, solve_generator,
+                                    solve_generators, equivariance_residual)
 from manifold_nb.transforms import TRANSFORMS, fd_derivative, lie_derivative, operator_generator, transform
 
 
@@ -68,6 +69,56 @@ def test_quick_lie_algebra_metrics(quick):
     # per unit t, a 1-pixel shift changes the logits far less than a 1-radian rotation
     assert le["shift_x"]["logits_invariance"]["high"] < le["rotation"]["logits_invariance"]["low"]
     assert (out / "figures" / "structure_constants.png").exists()
+
+
+def test_quick_stages_recorded(quick):
+    "Every costly block of the notebook is a timed stage in metrics.json."
+    names = {s["name"] for s in quick[1]["stages"]}
+    for n in ("train CNN", "six generators: features, derivatives, fits", "train augmented CNN", "feature algebra: plain and augmented",
+              "λ sweep (rotation)", "joint map (six generators)", "robustness to rotation"):
+        assert n in names, n
+    assert all(s["seconds"] >= 0 for s in quick[1]["stages"])
+
+
+@pytest.mark.parametrize("method", ["gram", "svd", "pinv"])
+def test_solve_generators_share_one_factorisation(method):
+    "K planted generators at once: each recovered (full rank) and equal to the one-at-a-time solution."
+    g = torch.Generator().manual_seed(3)
+    X = torch.randn(40, 6, generator=g, dtype=torch.float64)
+    Js = torch.randn(4, 6, 6, generator=g, dtype=torch.float64)
+    fits = solve_generators(X, torch.stack([X @ J.T for J in Js]), method=method)
+    assert len(fits) == 4
+    for J, f in zip(Js, fits):
+        assert relative_error(f.J, J) < 1e-10
+        assert relative_error(f.J, solve_generator(X, X @ J.T, method=method).J) < 1e-12
+    with pytest.raises(ValueError, match="same shape"): solve_generators(X, [X, X[:, :5]])
+
+
+def test_lie_generators_equal_one_at_a_time():
+    "One projector for all six transformations gives each one's lie_generator, and the data-fitted generator solve_generator finds."
+    g = torch.Generator().manual_seed(4)
+    x = torch.nn.functional.avg_pool2d(torch.randn(60, 1, 16, 16, generator=g, dtype=torch.float64), 2)
+    fits = lie_generators(x, TRANSFORMS)
+    assert set(fits) == set(TRANSFORMS)
+    for k in TRANSFORMS:
+        assert torch.equal(fits[k].J, lie_generator(x, k).J)
+        assert relative_error(fits[k].J, solve_generator(x.flatten(1), lie_derivative(x, k).flatten(1)).J) < 1e-9
+
+
+def test_features_jvp_several_tangents_one_pass():
+    "K tangents in one stacked pass: the features once and each tangent's derivative as in its own pass and as torch.func.jvp (no ties)."
+    from manifold_nb.models.cnn import MNISTCNN, features_jvp
+    torch.manual_seed(0)
+    m = MNISTCNN().eval().double()
+    for bn in [l for l in m.modules() if isinstance(l, torch.nn.BatchNorm2d)]:
+        bn.running_mean.normal_(); bn.running_var.uniform_(0.5, 2)
+    x, dx = torch.randn(23, 1, 28, 28, dtype=torch.float64), torch.randn(3, 23, 1, 28, 28, dtype=torch.float64)
+    A, dA = features_jvp(m, x, dx, batch_size=5)
+    assert dA.shape == (3, 23, 490)
+    for k in range(3):
+        A1, dA1 = features_jvp(m, x, dx[k])
+        _, ref = torch.func.jvp(m.features, (x,), (dx[k],))
+        assert relative_error(A, A1) < 1e-12 and relative_error(dA[k], dA1) < 1e-12 and relative_error(dA[k], ref) < 1e-10
 
 
 def test_document_JB_norm_reproduced():

@@ -76,17 +76,17 @@ def _max_jvp(a1, d1, a2, d2):
     m = torch.maximum(a1, a2); big = torch.finfo(d1.dtype).max/4   # unselected tangents drop to about -big
     return m, torch.maximum(d1 - big*(a1 != m).to(d1.dtype), d2 - big*(a2 != m).to(d2.dtype))
 
-def _packed_ops(model):
-    "`_feature_ops` for the packed [a, da] layout: grouped (groups=2) channels_last weights, bias on the primal half only."
-    return [('conv', torch.cat([op[1], op[1]]).contiguous(memory_format=torch.channels_last),
-             torch.cat([op[2], torch.zeros_like(op[2])]), op[3]) if op[0] == 'conv' else op for op in _feature_ops(model)]
+def _stacked_ops(model):
+    "`_feature_ops` with channels_last convolution weights (the stacked layout's convolutions run as one ordinary call)."
+    return [('conv', op[1].contiguous(memory_format=torch.channels_last), op[2], op[3]) if op[0] == 'conv' else op for op in _feature_ops(model)]
 
-def _packed_jvp(y, ops):
-    "Push packed features [a, da] (B, 2C, H, W) through `ops`; returns A and dA, each (B, D)."
+def _stacked_jvp(y, ops, G:int):
+    "Push stacked rows (B·G, C, H, W), channels_last (row b·G: image b, rows b·G + k: its k-th tangent), through `ops`; returns A (B, D) and dA (G-1, B, D)."
     for op in ops:
-        if op[0] == 'conv':
-            y = F.conv2d(y, op[1], op[2], padding=op[3], groups=2); continue
-        C = y.shape[1]//2; a, da = y[:, :C], y[:, C:]
+        if op[0] == 'conv':                                               # one convolution for primal and tangents, bias on the primal only
+            y = F.conv2d(y, op[1], None, padding=op[3])
+            y.unflatten(0, (-1, G))[:, 0] += op[2][:, None, None]; continue
+        y5 = y.unflatten(0, (-1, G)); a, da = y5[:, :1], y5[:, 1:]        # (B, 1, C, H, W) and (B, G-1, C, H, W): the primal's masks broadcast
         if op[0] == 'relu':
             z = torch.zeros_like(a); a, da = _max_jvp(a, da, z, z)          # relu(a) = max(a, 0), tangent of 0 is 0
         else:                                                              # k x k max pool, stride k: fold the window pairwise
@@ -94,39 +94,46 @@ def _packed_jvp(y, ops):
             win = [(a[..., i:H:k, j:W:k], da[..., i:H:k, j:W:k]) for i in range(k) for j in range(k)]
             a, da = win[0]
             for a2, d2 in win[1:]: a, da = _max_jvp(a, da, a2, d2)
-        y = torch.cat([a, da], 1)
-    C = y.shape[1]//2
-    return y[:, :C].flatten(1), y[:, C:].flatten(1)
+        y = torch.empty((y.shape[0],) + tuple(a.shape[2:]), dtype=y.dtype, device=y.device, memory_format=torch.channels_last)
+        o5 = y.unflatten(0, (-1, G)); o5[:, :1] = a; o5[:, 1:] = da
+    y5 = y.unflatten(0, (-1, G))
+    return y5[:, 0].flatten(1), y5[:, 1:].flatten(2).transpose(0, 1)
 
 @functools.cache
-def _compiled_packed_jvp():
-    "The inductor-compiled `_packed_jvp` (created once per process; static shapes)."
-    return torch.compile(_packed_jvp, dynamic=False)
+def _compiled_stacked_jvp():
+    "The inductor-compiled `_stacked_jvp` (created once per process; static shapes)."
+    return torch.compile(_stacked_jvp, dynamic=False)
 
 @torch.no_grad()
 def features_jvp(model:MNISTCNN, # network in eval mode
                  x:torch.Tensor, # images (B, 1, 28, 28)
-                 dx:torch.Tensor, # tangent (B, 1, 28, 28), e.g. the Lie derivative of x
-                 batch_size:int=100, # images per pass (about 100 keeps each batch in cache on a CPU)
+                 dx:torch.Tensor, # one tangent (B, 1, 28, 28), e.g. the Lie derivative of x, or K tangents (K, B, 1, 28, 28)
+                 batch_size:int|None=None, # images per pass (None: 300 // (K + 1), which keeps a pass in cache on a CPU)
                  compile:bool=False, # fuse the per-batch work with torch.compile (one-time cost; eager fallback)
                 ) -> tuple:
-    "Features A = f(x) (B, 490) and the right directional derivative dA = lim (f(x + t dx) - f(x))/t, t -> 0+."
+    "Features A = f(x) (B, 490) and the right directional derivatives dA = lim (f(x + t dx) - f(x))/t, t -> 0+: (B, 490), or (K, B, 490) for K tangents."
     if model.training: raise ValueError("features_jvp needs the model in eval mode (call model.eval())")
     if x.ndim != 4: raise ValueError(f"x must have shape (B, C, H, W); got {tuple(x.shape)}")
-    if x.shape != dx.shape: raise ValueError(f"x and dx must have the same shape; got {tuple(x.shape)} and {tuple(dx.shape)}")
+    one = dx.ndim == x.ndim
+    if (dx.shape if one else dx.shape[1:]) != x.shape:
+        raise ValueError(f"dx must have the shape of x {tuple(x.shape)} or (K, *x.shape); got {tuple(dx.shape)}")
+    dxs = dx[None] if one else dx; G = len(dxs) + 1
+    batch_size = max(1, 300//G) if batch_size is None else batch_size
     check_positive('batch_size', batch_size)
-    ops = _packed_ops(model); y = torch.cat([x, dx.to(x.dtype)], 1).contiguous(memory_format=torch.channels_last)
-    step, out = _compiled_packed_jvp() if compile else _packed_jvp, []
-    for j in range(0, len(y), batch_size):
-        yb = y[j:j+batch_size]; n = len(yb)
-        if compile and n < batch_size: yb = F.pad(yb, (0, 0, 0, 0, 0, 0, 0, batch_size - n)).contiguous(memory_format=torch.channels_last)
-        try: a, da = step(yb, ops)
+    ops = _stacked_ops(model)
+    y = torch.cat([x[None], dxs.to(x.dtype)]).transpose(0, 1).flatten(0, 1).contiguous(memory_format=torch.channels_last)   # (B·G, C, H, W)
+    step, out = _compiled_stacked_jvp() if compile else _stacked_jvp, []
+    for j in range(0, len(x), batch_size):
+        yb = y[j*G:(j + batch_size)*G]; n = len(yb)//G
+        if compile and n < batch_size: yb = F.pad(yb, (0, 0, 0, 0, 0, 0, 0, (batch_size - n)*G)).contiguous(memory_format=torch.channels_last)
+        try: a, da = step(yb, ops, G)
         except Exception as e:                 # compilation failed (e.g. no C++ compiler): the eager path re-raises real errors
-            if step is _packed_jvp: raise
+            if step is _stacked_jvp: raise
             warnings.warn(f"torch.compile failed ({type(e).__name__}: {str(e)[:200]}); features_jvp runs eagerly")
-            step = _packed_jvp; a, da = step(yb, ops)
-        out.append((a[:n], da[:n]))
-    return torch.cat([a for a, _ in out]), torch.cat([d for _, d in out])
+            step = _stacked_jvp; a, da = step(yb, ops, G)
+        out.append((a[:n], da[:, :n]))
+    A, dA = torch.cat([a for a, _ in out]), torch.cat([d for _, d in out], 1)
+    return A, (dA[0] if one else dA)
 
 
 # %% ../../nbs/models/cnn.ipynb #578ede14
@@ -156,8 +163,9 @@ def random_rotation(x:torch.Tensor, # normalised images (B, C, H, W)
     return transform(x - background, t.double().cpu(), 'rotation') + background
 
 # %% ../../nbs/models/cnn.ipynb #fa0aadbf
-CNN_PROFILES = dict(quick=dict(n_train=6000, epochs=1, lr=3e-3, batch_size=128, max_shift=0, max_rotation=0., widths=(16, 32, 64), p_drop=0.3),
-                    full=dict(n_train=60000, epochs=8, lr=4e-3, batch_size=128, max_shift=2, max_rotation=0., widths=(16, 32, 64), p_drop=0.3))
+CNN_PROFILES = dict(quick=dict(n_train=6000, epochs=1, lr=3e-3, batch_size=128, max_shift=0, max_rotation=0., widths=(16, 32, 64), p_drop=0.3, channels_last=True),
+                    full=dict(n_train=60000, epochs=4, lr=4e-3, batch_size=128, max_shift=2, max_rotation=0., widths=(16, 32, 64), p_drop=0.3, channels_last=True))
+# channels_last: train in the NHWC memory layout (about 1.5x faster per step on a CPU: pooling and BatchNorm run vectorised over channels)
 
 def mnist_cnn(profile:str='quick', # "quick" (subset, 1 epoch) or "full" (60,000 images)
               device:str='cpu', # device of the returned model
@@ -176,10 +184,11 @@ def mnist_cnn(profile:str='quick', # "quick" (subset, 1 epoch) or "full" (60,000
     Xtr, ytr = load_mnist('train', n=cfg['n_train'] if cfg['n_train'] < 60000 else None, seed=seed if cfg['n_train'] < 60000 else None,
                           root=data_root)
     Xte, yte = load_mnist('test', root=data_root)
-    def build(): set_seed(seed); return MNISTCNN(tuple(cfg['widths']), cfg['p_drop'])
+    fmt = torch.channels_last if cfg['channels_last'] else torch.contiguous_format
+    def build(): set_seed(seed); return MNISTCNN(tuple(cfg['widths']), cfg['p_drop']).to(memory_format=fmt)
     def loss_fn(model, batch):
         xb, yb = batch
-        return F.cross_entropy(model(random_rotation(random_shift(xb, cfg['max_shift']), cfg['max_rotation'])), yb)
+        return F.cross_entropy(model(random_rotation(random_shift(xb, cfg['max_shift']), cfg['max_rotation']).contiguous(memory_format=fmt)), yb)
     def train(model):
         return fit(model, (Xtr, ytr), loss_fn, epochs=cfg['epochs'], lr=cfg['lr'], batch_size=cfg['batch_size'], device=device,
                    scheduler='onecycle', seed=seed, progress=progress, desc=f'MNIST CNN ({profile})',
