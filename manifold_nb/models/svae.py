@@ -349,19 +349,21 @@ HELDOUT_OFFSET = 25_000   # CIFAR-10 train images from here on are never used fo
 SVAE_PROFILES = dict(
     quick=dict(n_train=96, epochs=1, batch_size=16, lr=1e-3, lr_min=1e-5, noise_frac=0.25, seed=0, n_val=128),
     full=dict(n_train=6_000, epochs=3, batch_size=16, lr=1e-3, lr_min=1e-5, noise_frac=0.25, seed=0, n_val=256),
+    reduced=dict(n_train=1_500, epochs=2, batch_size=16, lr=1e-3, lr_min=1e-5, noise_frac=0.25, seed=0, n_val=256),  # the variants' proxy on a busy CPU
 )
-# training choices varied by the friction and spatial-CV experiments (notebooks 02 and 03): overrides of a profile
+# training choices varied by the friction and spatial-CV experiments (notebooks 02 and 03): overrides of a profile;
+# `epochs_x` multiplies the profile's epochs (rounded, at least 1), `arch` updates SVAE_ARCH
 SVAE_VARIANTS = {
     'seed 1': dict(seed=1), 'seed 2': dict(seed=2),                       # seed-to-seed spread of the default
-    '1/3 training': dict(epochs=1), '2× training': dict(epochs=6),        # training length (2×: the full profile before Nov 2026)
-    '4× training': dict(epochs=12),
-    'noise only': dict(noise_frac=1.0, epochs=4),                         # the original's data: 16-type noise, same steps and batch
-    'no noise': dict(noise_frac=0.0, epochs=4),                           # CIFAR only, same steps and batch
+    '1/3 training': dict(epochs_x=1/3), '2× training': dict(epochs_x=2),  # training length (full, 2×: the full profile before Nov 2026)
+    '4× training': dict(epochs_x=4),
+    'noise only': dict(noise_frac=1.0, epochs_x=4/3),                     # the original's data: 16-type noise only, batch 16, about the same steps
+    'no noise': dict(noise_frac=0.0, epochs_x=4/3),                       # CIFAR only, batch 16, about the same steps
     'width 256': dict(arch=dict(hidden=256)),                             # 652,643 parameters (the notes' intermediate option)
     'Freckles width': dict(arch=dict(hidden=384, depth=4)),               # the original's 2,557,539 parameters
 }
 
-def trained_svae(profile:str="quick", # "quick" (seconds, for tests) or "full" (the analyses' model)
+def trained_svae(profile:str="quick", # "quick" (seconds, for tests), "full" (the analyses' model) or "reduced" (a quarter of full's images: the variants' proxy)
                  data_root:str|None=None, # CIFAR-10 root; None: resolved by manifold_nb.data
                  device:str="cpu", # device of the returned model (training runs there too)
                  retrain:bool=False, # ignore the cache and train again
@@ -373,6 +375,7 @@ def trained_svae(profile:str="quick", # "quick" (seconds, for tests) or "full" (
     if variant is not None: check_choice('variant', variant, SVAE_VARIANTS)
     over = dict(SVAE_VARIANTS.get(variant, {})); arch = dict(SVAE_ARCH, **over.pop('arch', {}))
     cfg = dict(SVAE_PROFILES[profile], **over)
+    if 'epochs_x' in cfg: cfg['epochs'] = max(1, round(cfg['epochs'] * cfg.pop('epochs_x')))
     if cfg['n_train'] > HELDOUT_OFFSET: raise ValueError(f"n_train must be <= HELDOUT_OFFSET={HELDOUT_OFFSET}")
     X, _ = load_cifar10('train', n=cfg['n_train'], offset=0, root=data_root, size=64)
     X_val, _ = load_cifar10('test', n=cfg['n_val'], offset=0, root=data_root, size=64)
