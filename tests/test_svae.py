@@ -259,7 +259,7 @@ def test_gram_svd_gradient_of_other_functions_is_the_textbook_one():
 
 
 def test_variants_override_the_profile(monkeypatch):
-    "Each variant changes only its own choices; '2× training' of full is the full profile before Nov 2026 (6 epochs)."
+    "Each variant changes only its own choices; epochs_x multiplies the profile's epochs (rounded, at least 1)."
     import manifold_nb.models.svae as svae
     seen = {}
     monkeypatch.setattr(svae, "cached_model", lambda name, config, build, train, **kw: seen.setdefault("cfg", config))
@@ -268,9 +268,10 @@ def test_variants_override_the_profile(monkeypatch):
         seen.clear(); svae.trained_svae(profile, variant=variant); return seen["cfg"]
     base = cfg("full", None)
     assert base == dict(arch=svae.SVAE_ARCH, **svae.SVAE_PROFILES["full"])
-    assert cfg("full", "2× training") == dict(base, epochs=6)
-    assert cfg("full", "1/3 training") == dict(base, epochs=1)
-    assert cfg("full", "noise only") == dict(base, noise_frac=1.0, epochs=4)
+    assert cfg("full", "2× training") == dict(base, epochs=12)
+    assert cfg("full", "1/3 training") == dict(base, epochs=2)
+    assert cfg("full", "noise only") == dict(base, noise_frac=1.0, epochs=8)
+    assert cfg("reduced", "1/3 training")["epochs"] == 1
     assert cfg("reduced", "4× training")["epochs"] == 4 * svae.SVAE_PROFILES["reduced"]["epochs"]
     assert cfg("full", "width 256")["arch"] == dict(svae.SVAE_ARCH, hidden=256)
     with pytest.raises(ValueError, match="variant must be one of"): svae.trained_svae("full", variant="bigger")
