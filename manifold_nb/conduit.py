@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 # %% auto #0
-__all__ = ['ConduitPacket', 'fl_conduit', 'fl_eigh', 'FLEighConduit']
+__all__ = ['ConduitPacket', 'fl_conduit', 'fl_eigh', 'FLEighConduit', 'analytic_friction']
 
 # %% ../nbs/methods/conduit.ipynb #d2e4d053
 @dataclass
@@ -273,3 +273,19 @@ class FLEighConduit(nn.Module):
         self.kw = dict(laguerre_iters=laguerre_iters, polish_iters=polish_iters, friction_delta=friction_delta,
                        settle_threshold=settle_threshold, **kwargs)
     def forward(self, A:torch.Tensor) -> ConduitPacket: return fl_conduit(A, **self.kw)
+
+# %% ../nbs/methods/conduit.ipynb #693554be
+def analytic_friction(eigenvalues:torch.Tensor, # (..., n) eigenvalues of symmetric matrices (any order, any scale)
+                      laguerre_iters:int=5, # Laguerre iterations per root (as in `fl_conduit`)
+                      friction_delta:float=1e-8, # delta of `fl_conduit`'s friction
+                     ) -> torch.Tensor:
+    "Converged-iteration friction `L/(|Π_{j>i}(λ̃_i − λ̃_j)| + δ)` per eigenvalue, ascending order, for smallest-first extraction (..., n)."
+    if not isinstance(eigenvalues, torch.Tensor): raise TypeError(f"eigenvalues must be a torch.Tensor; got {type(eigenvalues).__name__}")
+    if eigenvalues.dim() < 1 or eigenvalues.shape[-1] < 1: raise ValueError(f"eigenvalues must have shape (..., n) with n >= 1; got {tuple(eigenvalues.shape)}")
+    if int(laguerre_iters) != laguerre_iters or laguerre_iters < 1: raise ValueError(f"laguerre_iters must be a positive integer; got {laguerre_iters!r}")
+    lam = eigenvalues.double().sort(-1).values; n = lam.shape[-1]
+    lam = lam * math.sqrt(n) / lam.norm(dim=-1, keepdim=True).clamp_min(1e-300)
+    gaps = (lam.unsqueeze(-1) - lam.unsqueeze(-2)).abs()                      # (..., i, j) |λ̃_i − λ̃_j|
+    later = torch.ones(n, n, dtype=torch.bool, device=lam.device).triu(1)     # j > i: roots extracted after i
+    prod = torch.where(later, gaps, torch.ones_like(gaps)).prod(-1)
+    return laguerre_iters / (prod + friction_delta)

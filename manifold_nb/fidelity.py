@@ -6,6 +6,8 @@ Docs: https://manifold-nb.github.io/manifold-nb/release_fidelity.html.md"""
 
 # %% ../nbs/02_release_fidelity.ipynb #09517159
 from __future__ import annotations
+from typing import NamedTuple
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -14,7 +16,7 @@ from .models.svae import extract_patches
 
 # %% auto #0
 __all__ = ['effective_rank', 'spectrum_stats', 'mode_energy_fractions', 'mode_ablation_mse',
-           'border_ratio_with_without_smoothing']
+           'border_ratio_with_without_smoothing', 'patch_variance', 'PowerLaw', 'error_content_law']
 
 # %% ../nbs/02_release_fidelity.ipynb #fb7a52a1
 def effective_rank(S:torch.Tensor # (..., D) singular values
@@ -77,3 +79,29 @@ def border_ratio_with_without_smoothing(model, # a PatchSVAE
         out[name] = dict(ring=float(e[ring].mean()), interior=float(e[~ring].mean()), ratio=float(e[ring].mean() / e[~ring].mean()),
                          mse=float(e.mean()))
     return out
+
+# %% ../nbs/02_release_fidelity.ipynb #30b9662f
+def patch_variance(X:torch.Tensor, # (n, C, H, W) images
+                   patch_size:int=4, # side of a square patch
+                  ) -> torch.Tensor:
+    "Population variance of each patch's C·ps² values, on the patch grid (n, gh, gw)."
+    p, gh, gw = extract_patches(X, patch_size)
+    return p.var(-1, unbiased=False).reshape(len(X), gh, gw)
+
+class PowerLaw(NamedTuple):
+    "Least-squares fit of log y = log a + β log x."
+    beta: float       # exponent β
+    log_a: float      # intercept log a
+    r2: float         # share of the variance of log y explained
+
+def error_content_law(error:torch.Tensor, # (...) per-patch errors > 0
+                      variance:torch.Tensor, # (...) per-patch input variances, same shape
+                      floor:float=1e-8, # values below it are clamped before the log (flat patches)
+                     ) -> PowerLaw:
+    "Fit `error ≈ a · variance^β` over all patches (log–log least squares)."
+    if error.shape != variance.shape: raise ValueError(f"error and variance must have the same shape; got {tuple(error.shape)} and {tuple(variance.shape)}")
+    lx, ly = variance.double().clamp_min(floor).log().flatten(), error.double().clamp_min(floor).log().flatten()
+    cx, cy = lx - lx.mean(), ly - ly.mean()
+    beta = float((cx * cy).sum() / (cx * cx).sum().clamp_min(1e-300))
+    resid = cy - beta * cx
+    return PowerLaw(beta, float(ly.mean() - beta * lx.mean()), float(1 - resid.square().sum() / cy.square().sum().clamp_min(1e-300)))

@@ -12,11 +12,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .conduit import fl_conduit
+from .conduit import fl_conduit, analytic_friction
 from .maps import hot_patches, spatial_entropy
 
 # %% auto #0
-__all__ = ['ConduitMaps', 'conduit_maps', 'ImageStats', 'image_stats']
+__all__ = ['ConduitMaps', 'conduit_maps', 'ImageStats', 'image_stats', 'geometric_spectrum', 'offdiagonal_fraction',
+           'FrictionCurve', 'friction_curve', 'implied_ratios']
 
 # %% ../nbs/03_friction_maps.ipynb #cffaef13
 class ConduitMaps(NamedTuple):
@@ -59,3 +60,57 @@ def image_stats(maps:torch.Tensor, # (n, gh, gw, D) non-negative maps (e.g. fric
     total = m.sum(-1)                                               # (n, gh, gw)
     return ImageStats(flat.mean((1, 2)), flat.std(1).mean(1), flat.amax((1, 2)), spatial_entropy(total),
                       hot_patches(total, n_sigma).sum((1, 2)))
+
+# %% ../nbs/03_friction_maps.ipynb #ccae2fda
+def geometric_spectrum(ratio:torch.Tensor|float, # (...,) anisotropy S_0/S_{D-1} >= 1
+                       D:int=4, # number of singular values
+                      ) -> torch.Tensor:
+    "Singular values `S_k = ratio^(−k/(D−1))`, descending, (..., D) float64: a geometric spectrum with `S_0/S_{D−1} = ratio`."
+    r = torch.as_tensor(ratio, dtype=torch.float64)
+    if (r < 1).any(): raise ValueError(f"ratio must be >= 1; got {ratio!r}")
+    if int(D) != D or D < 2: raise ValueError(f"D must be an integer >= 2; got {D!r}")
+    return r.unsqueeze(-1) ** (-torch.arange(D, dtype=torch.float64) / (D - 1))
+
+def offdiagonal_fraction(G:torch.Tensor, # (..., D, D) symmetric matrices
+                        ) -> torch.Tensor:
+    "Share of the squared Frobenius norm off the diagonal, `‖G − diag G‖² / ‖G‖²` (...,): 0 for diagonal matrices."
+    if not isinstance(G, torch.Tensor): raise TypeError(f"G must be a torch.Tensor; got {type(G).__name__}")
+    if G.dim() < 2 or G.shape[-1] != G.shape[-2]: raise ValueError(f"G must have shape (..., D, D); got {tuple(G.shape)}")
+    G = G.double(); tot = G.square().sum((-2, -1))
+    return (tot - G.diagonal(dim1=-2, dim2=-1).square().sum(-1)) / tot.clamp_min(1e-300)
+
+class FrictionCurve(NamedTuple):
+    "Mean conduit friction of geometric spectra against their anisotropy."
+    ratio: torch.Tensor    # (R,) anisotropy S_0/S_{D-1}
+    aligned: torch.Tensor  # (R, D) mean friction per ascending mode, diagonal Gram matrices (eigenvectors = axes)
+    random: torch.Tensor   # (R, D) mean friction per ascending mode, Haar-random eigenvectors
+    analytic: torch.Tensor # (R, D) `analytic_friction` of the spectrum
+    random_offdiagonal: float # mean `offdiagonal_fraction` of the random-eigenvector matrices (at the median ratio)
+
+def friction_curve(ratios:torch.Tensor, # (R,) anisotropies S_0/S_{D-1} >= 1
+                   D:int=4, # matrix size
+                   n:int=2000, # random rotations per ratio
+                   seed:int=0, # seed of the rotations
+                  ) -> FrictionCurve:
+    "Conduit friction of Gram matrices with geometric spectra (aligned and Haar-random eigenvectors) for each anisotropy."
+    ratios = torch.as_tensor(ratios, dtype=torch.float64)
+    lam = geometric_spectrum(ratios, D).square().flip(-1)                           # (R, D) eigenvalues, ascending
+    Q, Rq = torch.linalg.qr(torch.randn(n, D, D, dtype=torch.float64, generator=torch.Generator().manual_seed(seed)))
+    Q = Q * Rq.diagonal(dim1=-2, dim2=-1).sign().unsqueeze(-2)                      # Haar-distributed rotations
+    Gr = Q[None] @ torch.diag_embed(lam)[:, None] @ Q.mT[None]                        # (R, n, D, D)
+    aligned = fl_conduit(torch.diag_embed(lam)).friction.double()
+    rnd = fl_conduit(Gr).friction.double().mean(1)
+    return FrictionCurve(ratios, aligned, rnd, analytic_friction(lam), float(offdiagonal_fraction(Gr[len(ratios) // 2]).mean()))
+
+def implied_ratios(target:float, # friction value to locate
+                   ratio:torch.Tensor, # (R,) increasing anisotropies
+                   friction:torch.Tensor, # (R,) mean friction at each anisotropy
+                  ) -> list[float]:
+    "Anisotropies at which the piecewise-linear (in log ratio) curve crosses `target`, in increasing order ([] if never)."
+    r, f = torch.as_tensor(ratio, dtype=torch.float64).log(), torch.as_tensor(friction, dtype=torch.float64) - target
+    out = []
+    for i in range(len(r) - 1):
+        if f[i] == 0: out.append(float(r[i].exp()))
+        elif f[i] * f[i + 1] < 0: out.append(float((r[i] - f[i] * (r[i + 1] - r[i]) / (f[i + 1] - f[i])).exp()))
+    if len(f) and f[-1] == 0: out.append(float(r[-1].exp()))
+    return out

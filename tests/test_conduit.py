@@ -146,3 +146,22 @@ def test_bad_input_raises():
     with pytest.raises(ValueError, match="laguerre_iters must be a positive integer"): fl_conduit(G, laguerre_iters=0)
     with pytest.raises(ValueError, match="chunk_size must be a positive integer"): fl_conduit(G, chunk_size=0)
     with pytest.raises(ValueError, match="laguerre_dtype must be one of"): fl_conduit(G, laguerre_dtype=torch.float16)
+
+
+def test_analytic_friction_known_answer():
+    "Eigenvalues (1, 2, 3, 4) normalise to λ·2/√30: f_0 = 5/(1·2·3·(2/√30)³) = 5·30^1.5/48; the largest root gets 5."
+    from manifold_nb.conduit import analytic_friction
+    f = analytic_friction(torch.tensor([3., 1., 4., 2.]))
+    c = 2 / math.sqrt(30)
+    want = [5 / (6 * c ** 3), 5 / (2 * c ** 2), 5 / c, 5.]
+    assert torch.allclose(f, torch.tensor(want, dtype=torch.float64), rtol=1e-7)
+    assert torch.allclose(analytic_friction(torch.tensor([3., 1., 4., 2.]) * 17), f, rtol=1e-12)   # scale-invariant
+
+
+def test_solver_friction_on_diagonal_matrices_is_the_analytic_value():
+    "A diagonal matrix starts Laguerre at its eigenvalues, so the telemetry equals the converged formula (to the 1e-4 guess spread)."
+    from manifold_nb.conduit import analytic_friction
+    lam = torch.tensor([[1., 2., 3., 4.], [0.2, 1., 1.5, 6.], [1., 3., 3.2, 9.]], dtype=torch.float64)
+    f_solver = fl_conduit(torch.diag_embed(lam)).friction.double()
+    f_formula = analytic_friction(lam)
+    assert ((f_solver - f_formula).abs() / f_formula).max() < 2e-3

@@ -39,3 +39,29 @@ def test_friction_maps_quick(friction):
     assert probes["combined (S+friction+settle)"]["dims"] == 3 * 1024
     for f in ("class_mean_friction_maps", "f_statistic_maps", "probe_accuracy", "example_maps", "spatial_cv_hist"):
         assert (out / "figures" / f"{f}.png").stat().st_size > 1000
+
+
+def test_friction_against_anisotropy(friction):
+    "The document's 12.19 on the aligned geometric curve implies S0/S3 ≈ 2.32 (Freckles' own value on noise) or ≈ 4.8; random eigenvectors never reach it."
+    out, m = friction
+    f = m["friction_vs_spectrum"]
+    assert any(2.2 < r < 2.45 for r in f["implied_ratios_aligned"]) and any(4.5 < r < 5.2 for r in f["implied_ratios_aligned"])
+    assert abs(f["aligned_at_document_ratio"] - 12.117) < 0.01          # analytic value at S0/S3 = 2.32
+    assert f["random_curve_min"] > f["document_mean_friction"]
+    assert f["curve"]["aligned_mean"] == pytest.approx(f["curve"]["analytic_mean"], rel=2e-3)
+    mod = f["model"]
+    # the decomposition of our mean friction: aligning the eigenvectors and then removing the spread both lower it
+    assert mod["mean_friction"] > mod["same_spectra_aligned"] > mod["median_spectrum_aligned"] > 0
+    assert 0 <= mod["offdiagonal_fraction_median"] < f["curve"]["random_offdiagonal_fraction"]
+    assert (out / "figures" / "friction_vs_anisotropy.png").stat().st_size > 1000
+    assert "svae_variants" not in m                                      # off by default
+
+
+def test_document_table_explains_every_difference(friction):
+    "Each document-vs-this-run table has an 'explained by' column."
+    import nbformat
+    out, m = friction
+    nb = nbformat.read(out / f"{m['notebook']}.ipynb", 4)
+    tables = [o["data"]["text/html"] for c in nb.cells for o in c.get("outputs", []) if "text/html" in o.get("data", {})
+              and "this run" in o["data"]["text/html"] and "document" in o["data"]["text/html"]]
+    assert tables and all("explained by" in t for t in tables)

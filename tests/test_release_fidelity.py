@@ -52,3 +52,24 @@ def test_figures(fidelity):
     out, _ = fidelity
     for f in ("examples", "spatial_cv", "class_error_maps", "regions", "modes", "probes", "hot_patches", "svae_training"):
         assert (out / "figures" / f"{f}.png").stat().st_size > 1000
+
+
+def test_what_sets_the_spatial_cv(fidelity):
+    "The error-definition experiment: the document's definition reproduces the headline CV; the RMSE map is flatter."
+    m = fidelity[1]
+    c = m["spatial_cv_causes"]
+    d = c["definitions"]
+    assert d["patch MSE (document)"] == pytest.approx(m["spatial_cv"]["mean"], rel=1e-9)
+    assert d["patch RMSE"] < d["patch MSE (document)"]
+    assert -1 < c["beta"] < 2 and 0 <= c["r2"] <= 1
+    assert "spatial_cv_variants" not in m                                # off by default
+
+
+def test_document_tables_explain_every_difference(fidelity):
+    "Each document-vs-this-run table has an 'explained by' column."
+    import nbformat
+    out, m = fidelity
+    nb = nbformat.read(out / f"{m['notebook']}.ipynb", 4)
+    tables = [o["data"]["text/html"] for c in nb.cells for o in c.get("outputs", []) if "text/html" in o.get("data", {})
+              and "this run" in o["data"]["text/html"] and "document" in o["data"]["text/html"]]
+    assert len(tables) >= 3 and all("explained by" in t for t in tables)

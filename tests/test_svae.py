@@ -256,3 +256,31 @@ def test_gram_svd_gradient_of_other_functions_is_the_textbook_one():
     ours = torch.autograd.grad(f(*gram_svd(M)[::2]), M)[0]
     U, _, Vt = torch.linalg.svd(M, full_matrices=False)
     assert torch.allclose(ours, torch.autograd.grad(f(U, Vt), M)[0], rtol=1e-9, atol=1e-12)
+
+
+def test_variants_override_the_profile(monkeypatch):
+    "Each variant changes only its own choices; epochs_x multiplies the profile's epochs (rounded, at least 1)."
+    import manifold_nb.models.svae as svae
+    seen = {}
+    monkeypatch.setattr(svae, "cached_model", lambda name, config, build, train, **kw: seen.setdefault("cfg", config))
+    monkeypatch.setattr(svae, "load_cifar10", lambda split, n, offset, root, size: (torch.zeros(n, 3, 8, 8), torch.zeros(n, dtype=torch.long)))
+    def cfg(profile, variant):
+        seen.clear(); svae.trained_svae(profile, variant=variant); return seen["cfg"]
+    base = cfg("full", None)
+    assert base == dict(arch=svae.SVAE_ARCH, **svae.SVAE_PROFILES["full"])
+    assert cfg("full", "2× training") == dict(base, epochs=12)
+    assert cfg("full", "1/3 training") == dict(base, epochs=2)
+    assert cfg("full", "noise only") == dict(base, noise_frac=1.0, epochs=8)
+    assert cfg("reduced", "1/3 training")["epochs"] == 1
+    assert cfg("reduced", "4× training")["epochs"] == 4 * svae.SVAE_PROFILES["reduced"]["epochs"]
+    assert cfg("full", "width 256")["arch"] == dict(svae.SVAE_ARCH, hidden=256)
+    with pytest.raises(ValueError, match="variant must be one of"): svae.trained_svae("full", variant="bigger")
+
+
+def test_noise_only_training_ignores_the_images():
+    "noise_frac=1: the batches are replaced by omega_noise, so two image sets of the same size give identical weights."
+    torch.manual_seed(0); a = PatchSVAE(**SVAE_ARCH); b = PatchSVAE(**SVAE_ARCH); b.load_state_dict(a.state_dict())
+    h = train_svae(a, torch.rand(32, 3, 16, 16), epochs=1, batch_size=16, noise_frac=1.0, progress=False)
+    train_svae(b, torch.zeros(32, 3, 16, 16), epochs=1, batch_size=16, noise_frac=1.0, progress=False)
+    assert (h["images_seen"], h["noise_seen"], h["steps"]) == (0, 32, 2)
+    assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters()))

@@ -23,10 +23,10 @@ from ..data import cifar10_files, load_cifar10
 from ..train import fit, reconstruction_mse
 
 # %% auto #0
-__all__ = ['FRECKLES_ARCH', 'SVAE_ARCH', 'NOISE_TYPES', 'HELDOUT_OFFSET', 'SVAE_PROFILES', 'extract_patches', 'stitch_patches',
-           'gram_svd', 'ResidualMLPBlock', 'SpectralCrossAttention', 'BoundarySmooth', 'PatchSVAE', 'n_params',
-           'omega_noise', 'mse_loss', 'noise_mixer', 'train_svae', 'trained_svae', 'cifar10_counts', 'analysis_set',
-           'gram_from_svd', 'SVAEMaps', 'svae_maps']
+__all__ = ['FRECKLES_ARCH', 'SVAE_ARCH', 'NOISE_TYPES', 'HELDOUT_OFFSET', 'SVAE_PROFILES', 'SVAE_VARIANTS', 'extract_patches',
+           'stitch_patches', 'gram_svd', 'ResidualMLPBlock', 'SpectralCrossAttention', 'BoundarySmooth', 'PatchSVAE',
+           'n_params', 'omega_noise', 'mse_loss', 'noise_mixer', 'noise_only', 'train_svae', 'trained_svae',
+           'cifar10_counts', 'analysis_set', 'gram_from_svd', 'SVAEMaps', 'svae_maps']
 
 # %% ../../nbs/models/svae.ipynb #20ab7526
 def _check_images(images, patch_size, channels=None):
@@ -304,13 +304,22 @@ def noise_mixer(n_noise:int, # noise images appended to every batch
         return (torch.cat([batch[0], omega_noise(n_noise, size, channels, seed=seed, start=step * n_noise)]),)
     return mix
 
+def noise_only(size:int, # height = width of the noise images
+               channels:int=3, # their channels
+              ) -> Callable:
+    "A `train.fit` batch transform replacing `(images,)` by as many fresh `omega_noise` images (the original's noise-only training)."
+    def replace(batch, step, generator):
+        n = len(batch[0]); seed = int(torch.randint(2**31, (1,), generator=generator))
+        return (omega_noise(n, size, channels, seed=seed, start=step * n),)
+    return replace
+
 def train_svae(model:PatchSVAE, # model trained in place
                X:torch.Tensor, # (n, C, H, W) training images in [0, 1]
                epochs:int=1, # passes over X
                batch_size:int=32, # images per step (noise included)
                lr:float=1e-3, # peak learning rate (Adam)
                lr_min:float=1e-5, # final learning rate of the per-step cosine schedule
-               noise_frac:float=0.25, # fraction of every batch replaced by `omega_noise`
+               noise_frac:float=0.25, # fraction of every batch replaced by `omega_noise`; 1.0: noise only (X then only sets the number of steps, `len(X)/batch_size` per epoch)
                cross_clip:float=0.5, # gradient-norm clip on the cross-attention parameters only (0: none)
                X_val:torch.Tensor|None=None, # images whose MSE is logged after every epoch
                seed:int=0, # seeds initialisation-independent randomness: shuffling and noise
@@ -319,41 +328,60 @@ def train_svae(model:PatchSVAE, # model trained in place
               ) -> dict:
     "Train a PatchSVAE on images (+ noise) with MSE through `train.fit`; return the history (losses, val MSE, seconds, skipped steps)."
     check_positive('epochs', epochs); check_positive('batch_size', batch_size); check_positive('lr', lr)
-    if not 0 <= noise_frac < 1: raise ValueError(f"noise_frac must be in [0, 1); got {noise_frac!r}")
+    if not 0 <= noise_frac <= 1: raise ValueError(f"noise_frac must be in [0, 1]; got {noise_frac!r}")
     n_noise = int(round(noise_frac * batch_size)); n_img = batch_size - n_noise
-    if n_img < 1: raise ValueError(f"batch_size={batch_size} with noise_frac={noise_frac} leaves no room for images; use a larger batch_size")
+    if noise_frac == 1: n_noise, n_img = 0, batch_size                   # noise only: the loader's batches are replaced
+    elif n_img < 1: raise ValueError(f"batch_size={batch_size} with noise_frac={noise_frac} leaves no room for images; use a larger batch_size")
     clip = (lambda m: torch.nn.utils.clip_grad_norm_(m.cross_attn.parameters(), cross_clip)) if cross_clip else None
     val = (lambda m, epoch: dict(val_mse=reconstruction_mse(m, X_val, batch_size=128, device=device))) if X_val is not None else None
     h = fit(model, (X,), mse_loss, epochs=epochs, lr=lr, batch_size=n_img, device=device, optimizer='adam', seed=seed,
             progress=progress, desc='train svae', scheduler='cosine', lr_min=lr_min, order='permutation',
-            batch_transform=noise_mixer(n_noise, X.shape[-1], X.shape[1]) if n_noise else None,
+            batch_transform=(noise_only(X.shape[-1], X.shape[1]) if noise_frac == 1 else
+                             noise_mixer(n_noise, X.shape[-1], X.shape[1]) if n_noise else None),
             before_step=clip, skip_nonfinite=True, eval_fn=val)
     steps = len(h['step_loss'])
+    seen = (0, batch_size * steps) if noise_frac == 1 else (epochs * len(X), n_noise * steps)
     return dict(loss=h['loss'], step_loss=h['step_loss'][9::10], val_mse=[e['val_mse'] for e in h['eval']],
-                skipped=h['skipped'], images_seen=epochs * len(X), noise_seen=n_noise * steps, steps=steps, seconds=h['seconds'])
+                skipped=h['skipped'], images_seen=seen[0], noise_seen=seen[1], steps=steps, seconds=h['seconds'])
 
 # %% ../../nbs/models/svae.ipynb #f61dc308
 HELDOUT_OFFSET = 25_000   # CIFAR-10 train images from here on are never used for training
 SVAE_PROFILES = dict(
     quick=dict(n_train=96, epochs=1, batch_size=16, lr=1e-3, lr_min=1e-5, noise_frac=0.25, seed=0, n_val=128),
     full=dict(n_train=6_000, epochs=6, batch_size=16, lr=1e-3, lr_min=1e-5, noise_frac=0.25, seed=0, n_val=256),
+    reduced=dict(n_train=1_500, epochs=2, batch_size=16, lr=1e-3, lr_min=1e-5, noise_frac=0.25, seed=0, n_val=256),  # the variants' proxy on a busy CPU
 )
+# training choices varied by the friction and spatial-CV experiments (notebooks 02 and 03): overrides of a profile;
+# `epochs_x` multiplies the profile's epochs (rounded, at least 1), `arch` updates SVAE_ARCH
+SVAE_VARIANTS = {
+    'seed 1': dict(seed=1), 'seed 2': dict(seed=2),                       # seed-to-seed spread of the default
+    '1/3 training': dict(epochs_x=1/3), '2× training': dict(epochs_x=2),  # training length
+    '4× training': dict(epochs_x=4),
+    'noise only': dict(noise_frac=1.0, epochs_x=4/3),                     # the original's data: 16-type noise only, batch 16, about the same steps
+    'no noise': dict(noise_frac=0.0, epochs_x=4/3),                       # CIFAR only, batch 16, about the same steps
+    'width 256': dict(arch=dict(hidden=256)),                             # 652,643 parameters (the notes' intermediate option)
+    'Freckles width': dict(arch=dict(hidden=384, depth=4)),               # the original's 2,557,539 parameters
+}
 
-def trained_svae(profile:str="quick", # "quick" (seconds, for tests) or "full" (the analyses' model)
+def trained_svae(profile:str="quick", # "quick" (seconds, for tests), "full" (the analyses' model) or "reduced" (a quarter of full's images: the variants' proxy)
                  data_root:str|None=None, # CIFAR-10 root; None: resolved by manifold_nb.data
                  device:str="cpu", # device of the returned model (training runs there too)
                  retrain:bool=False, # ignore the cache and train again
                  progress:bool=True, # tqdm progress bar while training
+                 variant:str|None=None, # None: the profile's model; else a key of `SVAE_VARIANTS` (its overrides of the profile)
                 ) -> PatchSVAE:
-    "The Freckles-small PatchSVAE trained on CIFAR-10 (+ noise) for `profile`, from the shared cache (eval mode)."
+    "The Freckles-small PatchSVAE trained on CIFAR-10 (+ noise) for `profile` (or a variant of it), from the shared cache (eval mode)."
     check_choice('profile', profile, SVAE_PROFILES)
-    cfg = SVAE_PROFILES[profile]
+    if variant is not None: check_choice('variant', variant, SVAE_VARIANTS)
+    over = dict(SVAE_VARIANTS.get(variant, {})); arch = dict(SVAE_ARCH, **over.pop('arch', {}))
+    cfg = dict(SVAE_PROFILES[profile], **over)
+    if 'epochs_x' in cfg: cfg['epochs'] = max(1, round(cfg['epochs'] * cfg.pop('epochs_x')))
     if cfg['n_train'] > HELDOUT_OFFSET: raise ValueError(f"n_train must be <= HELDOUT_OFFSET={HELDOUT_OFFSET}")
     X, _ = load_cifar10('train', n=cfg['n_train'], offset=0, root=data_root, size=64)
     X_val, _ = load_cifar10('test', n=cfg['n_val'], offset=0, root=data_root, size=64)
-    config = dict(arch=SVAE_ARCH, **cfg)
+    config = dict(arch=arch, **cfg)
     data_fp = fingerprint(X)
-    build = lambda: (set_seed(cfg['seed']), PatchSVAE(**SVAE_ARCH))[1]
+    build = lambda: (set_seed(cfg['seed']), PatchSVAE(**arch))[1]
     train = lambda model: train_svae(model, X, epochs=cfg['epochs'], batch_size=cfg['batch_size'], lr=cfg['lr'],
                                      lr_min=cfg['lr_min'], noise_frac=cfg['noise_frac'], X_val=X_val,
                                      seed=cfg['seed'], device=device, progress=progress)
