@@ -244,7 +244,7 @@ def cached_autoencoders(specs:list, # (kind, latent_dim, kwargs) triples; kwargs
                         X_train, # training images (N,1,28,28) in [0,1]
                         processes:int=1, # worker processes that train the models side by side on the CPU, one torch thread each; 1: train in this process
                         device="cpu", # device of the returned models (a non-CPU device trains in this process)
-                       )->dict: # {name: trained model in eval mode}, in the order of `specs`
+                       )->list: # trained models in eval mode, in the order of `specs` (name in `.cache_info["name"]`)
     "Several `cached_autoencoder`s: with `processes > 1` they are trained in worker processes (longest first), then all are loaded from the cache here."
     if not isinstance(processes, int): raise TypeError(f"processes must be an int; got {type(processes).__name__}")
     check_positive("processes", processes)
@@ -256,4 +256,4 @@ def cached_autoencoders(specs:list, # (kind, latent_dim, kwargs) triples; kwargs
                                  initializer=_init_worker, initargs=(X,)) as pool:
             list(pool.map(_train_spec, sorted(specs, key=_training_cost, reverse=True)))
         specs = [(k, L, dict(kw, retrain=False)) for k, L, kw in specs]   # trained (or retrained) by the workers: load
-    return {autoencoder_name(k, L): cached_autoencoder(k, L, X_train, device=device, **kw) for k, L, kw in specs}
+    return [cached_autoencoder(k, L, X_train, device=device, **kw) for k, L, kw in specs]
