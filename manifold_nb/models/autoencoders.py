@@ -179,10 +179,14 @@ def train_autoencoder(model:nn.Module, # autoencoder to train in place
                       desc=None, # progress-bar label
                       progress:bool=True, # show `fit`'s progress bar
                      )->dict: # training history from `manifold_nb.train.fit`
-    "Train `model` to reconstruct `X` with MSE and Adam; returns the `fit` history."
+    "Train `model` to reconstruct `X` with MSE and Adam (convolutional models in channels-last memory format); returns the `fit` history."
     X = check_images(X, "X")
-    return fit(model, (X,), reconstruction_loss, epochs=epochs, lr=lr, batch_size=batch_size, device=device,
-               seed=seed, scheduler=scheduler, desc=desc, progress=progress)
+    channels_last = isinstance(model, ConvolutionalAutoencoder)   # the transposed convolutions take the faster oneDNN path (benchmarks/ae_tangent.py --training)
+    if channels_last: model.to(memory_format=torch.channels_last)
+    try: return fit(model, (X,), reconstruction_loss, epochs=epochs, lr=lr, batch_size=batch_size, device=device,
+                    seed=seed, scheduler=scheduler, desc=desc, progress=progress)
+    finally:
+        if channels_last: model.to(memory_format=torch.contiguous_format)
 
 @torch.no_grad()
 def reconstruct(model:nn.Module, # any autoencoder with encode/decode
