@@ -1,4 +1,4 @@
-"""Decoder Jacobians for the tangent-space test: the document's per-image loop vs the batched torch.func version.
+"""Two benchmarks of nbs/04_ae_tangent.ipynb: decoder Jacobians (document's loop vs torch.func) and autoencoder training steps.
 
 The document computes each 784 x L decoder Jacobian with `torch.autograd.functional.jacobian` (reverse mode, one backward
 pass per output pixel) inside a Python loop over images. `manifold_nb.tangent.decoder_jacobians` uses
@@ -7,9 +7,28 @@ test images and the same trained model; the script prints the times, their ratio
 
     python benchmarks/ae_tangent.py                     # fc128 on 1,000 test images (+ conv32 on 100)
     python benchmarks/ae_tangent.py --n-images 200 --conv-images 0
+
+Training (`--training`): training steps per second of the six autoencoders at batch 128 and one thread, old settings
+(`F.elu`, PyTorch's expm1-based ELU) against new (`manifold_nb.models.autoencoders.elu`, the same function via exp),
+and optionally `channels_last` and `torch.compile`, all in one process, interleaved step by step (median of `--reps`
+steps of each, CPU time of this thread, so that other load on the machine inflates both sides alike). It also prints
+the full profile's training time these rates imply on two unloaded cores (two worker processes, longest first).
+
+    python benchmarks/ae_tangent.py --training                 # six models, old vs new ELU
+    python benchmarks/ae_tangent.py --training --channels-last --compile
+
+Measured 2026-11-30 on the 2-core AMD EPYC (AVX512) machine, torch 2.14.1, 1 thread, load average ~19 (shared), median
+of 12 interleaved steps (thread CPU time): steps/s old -> new ELU -> new ELU + channels_last (what training now uses for
+the convolutional models): conv16 3.78 -> 5.16 -> 5.88 (1.56x), conv32 3.23 -> 4.31 -> 5.04 (1.56x), conv128 3.01 ->
+3.80 -> 3.94 (1.31x); fc16 93 -> 93, fc32 86 -> 89, fc128 73 -> 71 (1.0x: the fully connected models spend little in
+ELU). Implied full-profile training: 1867 s in one process before, 690 s in two worker processes after (2.7x).
+torch.compile (conv16, same process): 1.20x per step after a first step of 62 s (compilation), not used.
+A larger batch (256) gave 0.82-1.14x samples/s: not used.
 """
-import argparse, time
+import argparse, statistics, time
 import torch
+import torch.nn.functional as F
+from manifold_nb.models import autoencoders
 from manifold_nb.data import load_fashion_mnist
 from manifold_nb.models.autoencoders import build_autoencoder, cached_autoencoder
 from manifold_nb.tangent import AE_FULL_TRAINING, ae_train_kwargs, decoder_jacobians, decoder_jacobians_loop, eval_mode
@@ -30,6 +49,57 @@ def bench(model, X, name):
     return dict(model=name, n=len(X), L=model.latent_dim, t_loop=t_loop, t_vmap=t_vmap, ratio=t_loop / t_vmap,
                 max_abs_diff=float(diff.max()), rel_global=rel_global, rel_per_image=rel_per_image)
 
+def training_step(name, batch_size=128, old_elu=False, channels_last=False, compile=False, seed=0):
+    "One Adam step of the MSE reconstruction loss on a fixed random batch, as a closure (old_elu: the models use F.elu)."
+    kind, L = name.rstrip("0123456789"), int(name.lstrip("convfc"))
+    torch.manual_seed(seed); m = build_autoencoder(kind, L).train(); X = torch.rand(batch_size, 1, 28, 28)
+    if channels_last: m = m.to(memory_format=torch.channels_last); X = X.contiguous(memory_format=torch.channels_last)
+    opt = torch.optim.Adam(m.parameters(), 1e-3); fwd = torch.compile(m) if compile else m
+    def step():
+        if old_elu: autoencoders.elu = F.elu
+        try:
+            loss = F.mse_loss(fwd(X), X); opt.zero_grad(); loss.backward(); opt.step()
+        finally: autoencoders.elu = NEW_ELU
+    return step
+
+NEW_ELU = autoencoders.elu
+
+def bench_training(names, reps=15, channels_last=False, compile=False):
+    "Median steps/s (thread CPU time) of each variant, interleaved step by step; returns {name: {variant: steps/s}}."
+    out = {}
+    for name in names:
+        variants = dict(old=dict(old_elu=True), new=dict())
+        if channels_last: variants["new + channels_last"] = dict(channels_last=True)
+        if compile: variants["new + torch.compile"] = dict(compile=True)
+        steps = {k: training_step(name, **v) for k, v in variants.items()}
+        for k, s in steps.items():
+            t0 = time.perf_counter(); s(); s(); print(f"  {name} {k}: first two steps {time.perf_counter() - t0:.1f} s", flush=True)
+        times = {k: [] for k in steps}
+        for _ in range(reps):
+            for k, s in steps.items(): t0 = time.thread_time(); s(); times[k].append(time.thread_time() - t0)
+        out[name] = {k: 1 / statistics.median(v) for k, v in times.items()}
+    return out
+
+def full_profile_training_seconds(rates, processes=2):
+    "Training seconds of the full profile (AE_FULL_TRAINING) at `rates` (steps/s), models spread over `processes` workers longest first."
+    cost = {n: AE_FULL_TRAINING[f"{'fc' if n.startswith('fc') else 'conv'}_epochs"] * (AE_FULL_TRAINING[f"n_train_{'fc' if n.startswith('fc') else 'conv'}"] // AE_FULL_TRAINING["batch_size"]) / r
+            for n, r in rates.items()}
+    loads = [0.] * processes
+    for n in sorted(cost, key=cost.get, reverse=True): loads[loads.index(min(loads))] += cost[n]
+    return sum(cost.values()), max(loads)
+
+def main_training(a):
+    names = [f"{k}{L}" for k in ("conv", "fc") for L in (16, 32, 128)]
+    res = bench_training(names, a.reps, a.channels_last, a.compile)
+    print(f"\nautoencoder training steps/s at batch 128, {a.threads} thread(s), torch {torch.__version__} (median of {a.reps} interleaved steps, thread CPU time)")
+    cols = list(next(iter(res.values())))
+    print(f"{'model':>8} " + " ".join(f"{c:>22}" for c in cols) + "   ratios to old")
+    for n, r in res.items():
+        print(f"{n:>8} " + " ".join(f"{r[c]:22.2f}" for c in cols) + "   " + " ".join(f"{c}: {r[c] / r['old']:.2f}x" for c in cols[1:]))
+    for c in cols:
+        total, span = full_profile_training_seconds({n: r[c] for n, r in res.items()})
+        print(f"full-profile training at these rates ({c}): {total:.0f} s in one process, {span:.0f} s in two worker processes")
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--n-images", type=int, default=1000, help="test images for the fully connected model")
@@ -37,8 +107,13 @@ def main():
     p.add_argument("--conv-images", type=int, default=100, help="test images for conv32 (0: skip; its loop costs ~2 s per image)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--untrained", action="store_true", help="use freshly initialised models instead of the cached trained ones")
+    p.add_argument("--training", action="store_true", help="benchmark training steps (old vs new ELU) instead of decoder Jacobians")
+    p.add_argument("--reps", type=int, default=15, help="--training: interleaved steps per variant")
+    p.add_argument("--channels-last", action="store_true", help="--training: also time channels_last models")
+    p.add_argument("--compile", action="store_true", help="--training: also time torch.compile (its first steps include compilation)")
     a = p.parse_args()
     torch.set_num_threads(a.threads)
+    if a.training: return main_training(a)
     X_train, _ = load_fashion_mnist("train"); X_test, _ = load_fashion_mnist("test")
     rows = [bench(trained("fc", int(a.model[2:]), X_train, a.untrained), X_test[:a.n_images], a.model)]
     if a.conv_images > 0: rows.append(bench(trained("conv", 32, X_train, a.untrained), X_test[:a.conv_images], "conv32"))

@@ -9,7 +9,7 @@ __all__ = ['TRANSFORMATIONS', 'DEFAULT_AMOUNTS', 'AE_FULL_TRAINING', 'transforma
            'decoder_jacobians_loop', 'default_rank_rtol', 'numerical_rank', 'column_space', 'projection_angles',
            'tangent_space_angles', 'TangentAnalysis', 'tangent_analysis', 'summarize', 'summarize_by_class',
            'stratified_indices', 'linear_path', 'model_by_name', 'conv_operator', 'layer_rank_table', 'bn_scales',
-           'encoder_jacobians', 'ae_train_kwargs']
+           'encoder_jacobians', 'code_scale', 'unit_variance_spectrum', 'decoder_jacobian_in_batch', 'ae_train_kwargs']
 
 # %% ../nbs/04_ae_tangent.ipynb #4f7af120
 import math
@@ -267,6 +267,45 @@ def encoder_jacobians(model:nn.Module, # autoencoder with `encode(x) -> (N, L)` 
         out = [vmap(jacrev(f))(X[i:i+batch_size].to(dev).float()).reshape(-1, model.latent_dim, INPUT_SIZE).cpu()
                for i in range(0, len(X), batch_size)]
     return torch.cat(out) if out else torch.zeros(0, model.latent_dim, INPUT_SIZE)
+
+# %% ../nbs/04_ae_tangent.ipynb #5258c452
+import copy
+import torch.autograd.forward_ad as fwAD
+
+@torch.no_grad()
+def code_scale(model:nn.Module, # autoencoder with `encode(x) -> (N, L)`
+               X:torch.Tensor, # images (N,1,28,28)
+               device:str|torch.device="cpu", # torch device
+              )->torch.Tensor: # (L,) standard deviation of each latent coordinate over X
+    "Standard deviation of every latent coordinate over the codes of `X` (model in eval mode)."
+    X = check_images(X, "X")
+    if len(X) < 2: raise ValueError(f"X must hold at least 2 images; got {len(X)}")
+    return _encode_decode(model, X, get_device(device))[0].double().std(0)
+
+def unit_variance_spectrum(J:torch.Tensor, # (N, D, L) or (D, L) decoder Jacobians with respect to the codes z
+                           scale:torch.Tensor, # (L,) standard deviation of each code coordinate (`code_scale`)
+                          )->torch.Tensor: # (N, L) or (L,) singular values of J · diag(scale), descending
+    "Singular values of the decoder Jacobian with respect to codes normalised to unit variance, `z' = z / scale`."
+    J, s = torch.as_tensor(J).double(), torch.as_tensor(scale).double()
+    if s.ndim != 1 or s.shape[0] != J.shape[-1]: raise ValueError(f"scale must have shape ({J.shape[-1]},); got {tuple(s.shape)}")
+    return torch.linalg.svdvals(J * s)
+
+def decoder_jacobian_in_batch(model:nn.Module, # autoencoder with `decode` and `latent_dim`
+                              z:torch.Tensor, # (B, L) codes decoded together as one batch
+                              index:int=0, # which code's Jacobian: d decode(z)[index] / d z[index]
+                              batch_norm:str="batch", # "batch": BatchNorm in training mode (statistics of this batch); "eval": running statistics
+                             )->torch.Tensor: # (784, L) float32
+    "Decoder Jacobian at `z[index]` with the decoder run on the batch `z`; BatchNorm in training mode couples the codes through the batch statistics."
+    check_choice("batch_norm", batch_norm, ("batch", "eval"))
+    z = _check_latents(model, z).float()
+    if not 0 <= index < len(z): raise ValueError(f"index must be in [0, {len(z)}); got {index}")
+    m = copy.deepcopy(model).cpu().train(batch_norm == "batch")   # a copy: training mode would update the running statistics
+    cols = []
+    with torch.no_grad(), fwAD.dual_level():
+        for j in range(z.shape[1]):
+            t = torch.zeros_like(z); t[index, j] = 1.
+            cols.append(fwAD.unpack_dual(m.decode(fwAD.make_dual(z, t))).tangent[index].reshape(-1))
+    return torch.stack(cols, 1)
 
 # %% ../nbs/04_ae_tangent.ipynb #f3b7ca60
 AE_FULL_TRAINING = dict(  # the full profile's autoencoder training (also used by benchmarks/ae_tangent.py: same cache keys)

@@ -191,3 +191,32 @@ def test_bad_input_raises():
     fct.test_fail(lambda: tangent_analysis(build_autoencoder("fc", 16), torch.zeros(2, 1, 28, 28), amounts={"x_shift": 1.}),
               contains="amounts key must be one of")
     fct.test_fail(lambda: stratified_indices(np.array([0, 0, 1]), 2), contains="n_per_class=2")
+
+
+def test_stages_and_jacobian_scale_experiment(quick):
+    "Stages are timed; the Jacobian-scale experiment is logged for every autoencoder, and every document row says what explains it."
+    _, m = quick
+    names = [s["name"] for s in m["stages"]]
+    for stage in ("train autoencoders", "test MSE", "tangent angles at scale", "Jacobian scale: code scale and BatchNorm mode"):
+        assert stage in names, names
+    assert all(s["seconds"] >= 0 for s in m["stages"])
+    for name, r in m["jacobian_at_pullover"].items():
+        assert r["code_std_mean"] > 0 and r["s_max_unit_variance"] > 0 and r["s_max_batchnorm_train_mode"] > 0, name
+    for img in ("pullover", "sneaker"):
+        expl = m["doc_image_angles_explained"][img]
+        assert all(expl[f"pca{k}_uncentred"].startswith("reproduced") for k in (16, 32, 128)), expl
+        assert all(expl[n] for n in expl)
+    assert "spread_sweep" not in m          # off by default
+
+
+def test_fast_elu_is_elu_in_the_models():
+    "The models' ELU is F.elu's function: a model's output with F.elu swapped in differs only at round-off."
+    from manifold_nb.models import autoencoders
+    torch.manual_seed(0); x = torch.rand(8, 1, 28, 28)
+    for kind in ("fc", "conv"):
+        m = build_autoencoder(kind, 16).eval()
+        with torch.no_grad():
+            new = m(x); fast = autoencoders.elu; autoencoders.elu = torch.nn.functional.elu
+            try: old = m(x)
+            finally: autoencoders.elu = fast
+        assert (new - old).abs().max() < 1e-5, kind
