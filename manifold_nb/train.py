@@ -45,6 +45,33 @@ def _loader(ds, batch_size, order, g):
     # permutation and the batch transform consume `g`
     return DataLoader(ds, batch_size=batch_size, sampler=_EpochPermutation(len(ds), g), generator=torch.Generator())
 
+class _TensorBatches:
+    "Batches of in-memory tensors indexed straight from each epoch's permutation, in the order `_loader` gives them."
+    def __init__(self, tensors:tuple, batch_size:int, order:str, g:torch.Generator):
+        self.tensors, self.batch_size, self.order, self.g, self.n = tensors, batch_size, order, g, len(tensors[0])
+        self.drop_last = order == 'loader' and self.n > batch_size
+    def __len__(self): return self.n // self.batch_size if self.drop_last else -(-self.n // self.batch_size)
+    def __iter__(self):
+        # What a DataLoader with shuffle=True draws from `g`: its worker base seed when the epoch starts, then
+        # RandomSampler's permutation, and once the permutation is used up a second (empty-sliced) `randperm(n)`:
+        # while the last short batch is collected when it is kept, when the batch after the last is asked for otherwise.
+        loader = self.order == 'loader'; short_last = not self.drop_last and self.n % self.batch_size != 0
+        if loader: torch.empty((), dtype=torch.int64).random_(generator=self.g)
+        perm, nb = torch.randperm(self.n, generator=self.g), len(self)
+        for i in range(nb):
+            if loader and short_last and i == nb - 1: torch.randperm(self.n, generator=self.g)
+            idx = perm[i*self.batch_size:(i+1)*self.batch_size]
+            yield tuple(t[idx.to(t.device)] for t in self.tensors)
+        if loader and not short_last: torch.randperm(self.n, generator=self.g)
+
+_USE_DATALOADER = False # True: tensors go through a DataLoader too (the old path; kept to check the two give the same batches)
+
+def _batches(data, batch_size, order, g):
+    "Batches of `data` in the epoch order `order` drawn from `g`: in-memory indexing for tensors, a DataLoader for a Dataset."
+    ds = _as_dataset(data)
+    if _USE_DATALOADER or not isinstance(ds, TensorDataset): return _loader(ds, batch_size, order, g)
+    return _TensorBatches(ds.tensors, batch_size, order, g)
+
 def _grads_finite(model):
     return all(bool(torch.isfinite(p.grad).all()) for p in model.parameters() if p.grad is not None)
 
@@ -75,9 +102,8 @@ def fit(model:nn.Module, # model to train in place
     check_choice('order', order, ORDERS)
     if not 0 <= lr_min < lr: raise ValueError(f"lr_min must be in [0, lr={lr}); got {lr_min!r}")
     dev = get_device(device); model.to(dev)
-    ds = _as_dataset(data)
     g = torch.Generator().manual_seed(seed)
-    dl = _loader(ds, batch_size, order, g)
+    dl = _batches(data, batch_size, order, g)
     opt = OPTIMIZERS[optimizer](model.parameters(), lr=lr, weight_decay=weight_decay)
     n_steps = epochs*len(dl) if max_steps is None else min(max_steps, epochs*len(dl))
     sched = (torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=n_steps) if scheduler == 'onecycle' else
