@@ -681,5 +681,6 @@ d = { 'settings': { 'branch': 'main',
                                    'manifold_nb.utils.check_choice': ('core/utils.html#check_choice', 'manifold_nb/utils.py'),
                                    'manifold_nb.utils.check_positive': ('core/utils.html#check_positive', 'manifold_nb/utils.py'),
                                    'manifold_nb.utils.get_device': ('core/utils.html#get_device', 'manifold_nb/utils.py'),
+                                   'manifold_nb.utils.set_determinism': ('core/utils.html#set_determinism', 'manifold_nb/utils.py'),
                                    'manifold_nb.utils.set_seed': ('core/utils.html#set_seed', 'manifold_nb/utils.py'),
                                    'manifold_nb.utils.to_jsonable': ('core/utils.html#to_jsonable', 'manifold_nb/utils.py')}}}

@@ -15,7 +15,7 @@ from jupyter_client.manager import AsyncKernelManager
 from traitlets import default
 
 from .runs import PROFILES
-from .utils import atomic_write, check_choice
+from .utils import CUBLAS_WORKSPACE, atomic_write, check_choice
 
 # %% auto #0
 __all__ = ['CONVERTERS', 'nbs_dir', 'notebooks', 'NotebookParameter', 'notebook_parameters', 'parse_value', 'parse_params',
@@ -159,6 +159,7 @@ class ThisPythonKernelManager(AsyncKernelManager):
         "Start the kernel (figures inline, whatever `MPLBACKEND` says), its process's stderr appended to `log_path`."
         # MPLBACKEND=Agg (set for headless runs and CI) would reach the kernel and silently drop every inline figure
         kw['env'] = {k: v for k, v in kw.get('env', os.environ).items() if k != 'MPLBACKEND'}
+        kw['env'].setdefault('CUBLAS_WORKSPACE_CONFIG', CUBLAS_WORKSPACE)   # deterministic cuBLAS, set before any CUDA call (`set_determinism`)
         if self.log_path is None: return await super().start_kernel(**kw)
         with open(self.log_path, 'ab') as f: return await super().start_kernel(stderr=f, **kw)
 
