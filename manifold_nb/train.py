@@ -69,7 +69,7 @@ _USE_DATALOADER = False # True: tensors go through a DataLoader too (the old pat
 def _batches(data, batch_size, order, g):
     "Batches of `data` in the epoch order `order` drawn from `g`: in-memory indexing for tensors, a DataLoader for a Dataset."
     ds = _as_dataset(data)
-    if _USE_DATALOADER or not isinstance(ds, TensorDataset): return _loader(ds, batch_size, order, g)
+    if _USE_DATALOADER or type(ds) is not TensorDataset: return _loader(ds, batch_size, order, g)   # a subclass may index its own way
     return _TensorBatches(ds.tensors, batch_size, order, g)
 
 def _channels_last(t:torch.Tensor) -> torch.Tensor:
