@@ -12,8 +12,12 @@ Comparisons:
   `manifold_nb.train._USE_DATALOADER = True`) vs in-memory batches indexed from the permutation (the default now).
 - `channels_last`: model and batches in channels-last memory format vs the default (contiguous NCHW).
 - `compile`: `torch.compile(model)` vs eager (steady state after a warm-up; the compile time is printed apart).
-- `threads` (`--processes`): training steps per second of one process at 1 intra-op thread, one at 2 threads, and two
-  independent 1-thread processes side by side (their summed throughput).
+- `threads`: wall and CPU time per step at 1 and 2 intra-op threads in this process; from the CPU time, the throughput
+  of one process at 2 threads against two independent 1-thread processes side by side on two free cores (CPU time
+  does not depend on other users of a shared machine).
+- `processes`: the same measured directly: worker processes at 1 thread, at 2 threads, and two 1-thread processes at
+  once (their summed steps/s). Meaningful only on an otherwise idle machine: on a loaded one two processes simply
+  get a larger share of the cores.
 
     python benchmarks/collection.py                       # everything (a few minutes on 2 cores)
     python benchmarks/collection.py --only batches --repeats 7
@@ -103,6 +107,30 @@ def batching_only(steps, repeats):
                 ratio=old/new, new_warmup_s=0., spread=f"{min(times[False]):.2f}-{max(times[False]):.2f}")
 
 
+def compare_threads(model, steps, repeats):
+    """Wall and CPU milliseconds per step at 1 and at 2 intra-op threads, in this process (interleaved).
+
+    CPU time (all threads of the process) does not depend on how many other processes share the machine, so it gives
+    what two 1-thread processes side by side would reach on two free cores: 2 steps per `cpu_ms(1 thread)`, against
+    one process at 2 threads: 1 step per `wall_ms(2 threads)`."""
+    v = Variant('threads', model, steps)
+    def once(n):
+        torch.set_num_threads(n); c0 = time.process_time(); wall = v.ms_per_step()
+        return wall, 1e3*(time.process_time() - c0)/steps
+    res = {1: [], 2: []}
+    try:
+        for _ in range(repeats):
+            for n in res: res[n].append(once(n))
+    finally: torch.set_num_threads(1)
+    med = {n: (statistics.median(w for w, _ in r), statistics.median(c for _, c in r)) for n, r in res.items()}
+    (w1, c1), (w2, c2) = med[1], med[2]
+    # on free cores a step takes at least its CPU time spread over the threads that run it
+    return [dict(model=model, setting='1 process x 1 thread', wall_ms=w1, cpu_ms=c1, steps_per_s_on_2_free_cores=1e3/c1),
+            dict(model=model, setting='1 process x 2 threads', wall_ms=w2, cpu_ms=c2, steps_per_s_on_2_free_cores=2e3/c2),
+            dict(model=model, setting='2 processes x 1 thread (from CPU time)', wall_ms=float('nan'), cpu_ms=c1,
+                 steps_per_s_on_2_free_cores=2e3/c1)]
+
+
 def worker(model, steps, threads):
     "Run in a child process: steps per second of `steps` training steps of `model` at `threads` intra-op threads."
     torch.set_num_threads(threads)
@@ -137,7 +165,7 @@ def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument('--models', nargs='+', default=['cnn', 'conv_ae', 'vae'], choices=['cnn', 'conv_ae', 'vae'])
     p.add_argument('--only', nargs='+', default=['batches', 'channels_last', 'compile', 'threads'],
-                   choices=['batches', 'channels_last', 'compile', 'threads'])
+                   choices=['batches', 'channels_last', 'compile', 'threads', 'processes'])
     p.add_argument('--steps', type=int, default=20, help='optimiser steps per timed call')
     p.add_argument('--repeats', type=int, default=5, help='interleaved repeats per variant (the median is reported)')
     p.add_argument('--threads', type=int, default=1, help='intra-op threads of the in-process comparisons')
@@ -148,17 +176,21 @@ def main():
     load0 = os.getloadavg()
     print(f'torch {torch.__version__}, {os.cpu_count()} cores, {a.threads} thread(s); load average before: '
           f'{load0[0]:.2f} {load0[1]:.2f} {load0[2]:.2f}')
-    rows, procs = ([batching_only(a.steps, a.repeats)] if 'batches' in a.only else []), []
+    rows, procs, cpu = ([batching_only(a.steps, a.repeats)] if 'batches' in a.only else []), [], []
     for m in a.models:
-        for what in [w for w in a.only if w != 'threads']:
+        for what in [w for w in a.only if w not in ('threads', 'processes')]:
             try: rows.append(compare(m, what, a.steps, a.repeats))
             except Exception as e: print(f'{m} {what}: failed ({type(e).__name__}: {str(e)[:200]})'); continue
             print(pd.DataFrame(rows[-1:]).to_string(index=False, float_format=lambda v: f'{v:.2f}'), flush=True)
-        if 'threads' in a.only: procs += compare_processes(m, a.steps, a.repeats)
+        if 'threads' in a.only: cpu += compare_threads(m, a.steps, a.repeats)
+        if 'processes' in a.only: procs += compare_processes(m, a.steps, a.repeats)
     load1 = os.getloadavg()
     if rows:
         print('\nms per training step (median of interleaved repeats); ratio = old/new (> 1: new is faster)')
         print(pd.DataFrame(rows).to_string(index=False, float_format=lambda v: f'{v:.2f}'))
+    if cpu:
+        print('\nintra-op threads vs processes: wall and CPU ms per step (median); steps/s two free cores would give')
+        print(pd.DataFrame(cpu).to_string(index=False, float_format=lambda v: f'{v:.2f}'))
     if procs:
         print('\ntraining throughput, steps/s (median); vs_1_thread = over one process at 1 thread')
         print(pd.DataFrame(procs).to_string(index=False, float_format=lambda v: f'{v:.2f}'))
