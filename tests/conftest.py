@@ -4,6 +4,11 @@ from pathlib import Path
 
 import pytest
 
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # two workers on two cores: one intra-op thread each, and in each notebook kernel they start (a second thread per
+    # process would oversubscribe the cores; benchmarks/collection.py measures 2-4x slower steps when they are)
+    for _v in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"): os.environ.setdefault(_v, "1")
+
 
 def _shared(tmp_path_factory, name):
     "Folder `name` shared by every pytest-xdist worker of this session (the session's own temporary folder without xdist)."
