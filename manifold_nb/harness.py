@@ -6,7 +6,7 @@ Docs: https://manifold-nb.github.io/manifold-nb/core/harness.html.md"""
 
 # %% ../nbs/core/05_harness.ipynb #d9c8f3ad
 from __future__ import annotations
-import ast, json, os, re, subprocess, sys, time
+import ast, json, math, os, re, subprocess, sys, time
 from pathlib import Path
 from typing import Any, Callable, NamedTuple
 
@@ -15,12 +15,13 @@ from jupyter_client.manager import AsyncKernelManager
 from traitlets import default
 
 from .runs import PROFILES
-from .utils import atomic_write, check_choice
+from .utils import CUBLAS_WORKSPACE, atomic_write, check_choice
 
 # %% auto #0
 __all__ = ['CONVERTERS', 'nbs_dir', 'notebooks', 'NotebookParameter', 'notebook_parameters', 'parse_value', 'parse_params',
            'check_values', 'ThisPythonKernelManager', 'NotebookError', 'run_notebook', 'key_metrics', 'git_commit',
-           'NotebookOutcome', 'RunRecord', 'read_record', 'reproduce', 'readme_markdown']
+           'NotebookOutcome', 'RunRecord', 'read_record', 'stage_table', 'format_stage_table', 'reproduce',
+           'readme_markdown']
 
 # %% ../nbs/core/05_harness.ipynb #199a5245
 def nbs_dir() -> Path:
@@ -158,6 +159,7 @@ class ThisPythonKernelManager(AsyncKernelManager):
         "Start the kernel (figures inline, whatever `MPLBACKEND` says), its process's stderr appended to `log_path`."
         # MPLBACKEND=Agg (set for headless runs and CI) would reach the kernel and silently drop every inline figure
         kw['env'] = {k: v for k, v in kw.get('env', os.environ).items() if k != 'MPLBACKEND'}
+        kw['env'].setdefault('CUBLAS_WORKSPACE_CONFIG', CUBLAS_WORKSPACE)   # deterministic cuBLAS, set before any CUDA call (`set_determinism`)
         if self.log_path is None: return await super().start_kernel(**kw)
         with open(self.log_path, 'ab') as f: return await super().start_kernel(stderr=f, **kw)
 
@@ -231,7 +233,7 @@ def key_metrics(metrics:dict, # a notebook's metrics.json
                 most:int=12, # how many to show
                ) -> dict:
     "The top-level scalar numbers of `metrics` (skipping bookkeeping such as params and seconds), then those of its `summary`."
-    skip = {'notebook', 'params', 'started', 'figures', 'figure_alt', 'seconds'}
+    skip = {'notebook', 'params', 'started', 'figures', 'figure_alt', 'seconds', 'peak_rss_mb'}
     def num(v): return isinstance(v, (int, float)) and not isinstance(v, bool)
     def flat(d, pre=''):   # a notebook's `summary` may group numbers by model: {'oracle_accuracy': {'small_conv': 0.9}}
         for k, v in d.items():
@@ -257,6 +259,8 @@ class NotebookOutcome(NamedTuple):
     seconds: float # wall time, kernel start included
     notebook: str # absolute path of the executed notebook (it exists for a failed run too, up to the failing cell)
     error: str|None # the one-line error of a failed run (cell, exception, message), None when ok
+    stages: list|None = None # the notebook's timed stages from its metrics.json: [{name, seconds}, ...] (None: no metrics)
+    peak_rss_mb: float|None = None # peak resident memory of the notebook's kernel in MiB, from its metrics.json (None: not recorded)
 
 class RunRecord(NamedTuple):
     "The record of a `reproduce` run, written to `OUT/run.json` (and rewritten after each notebook)."
@@ -277,12 +281,50 @@ def read_record(out:str|Path # output root of a `reproduce` run
     d = json.loads(p.read_text())
     return RunRecord(d['profile'], d['started'], d['commit'], [NotebookOutcome(**o) for o in d.get('notebooks', [])])
 
+def _run_metrics(dest:Path, since:float) -> dict:
+    "The metrics.json beside the executed notebook `dest` if this run wrote it (modified after `since`), else {}."
+    p = dest.parent/'metrics.json'
+    try: return json.loads(p.read_text()) if p.stat().st_mtime >= since else {}
+    except (OSError, ValueError): return {}
+
 def _outcome(name:str, out:Path, run:Callable[[], Path]) -> NotebookOutcome:
     "Run one notebook through `run()` and describe what happened, whatever it was."
     t0, dest = time.time(), (out/name/f'{name}.ipynb').resolve()
     try: run(); status, error = 'ok', None
     except NotebookError as e: status, error = 'failed', str(e); print(f'manifold-nb: error: {e}', file=sys.stderr)
-    return NotebookOutcome(name, status, round(time.time() - t0, 2), str(dest), error)
+    m = _run_metrics(dest, t0)
+    return NotebookOutcome(name, status, round(time.time() - t0, 2), str(dest), error, m.get('stages'), m.get('peak_rss_mb'))
+
+def stage_table(rec:RunRecord|str|Path, # a `RunRecord`, or the output root of a `reproduce` run (its run.json)
+               ) -> 'pd.DataFrame':
+    "Columns notebook, stage, seconds, peak_rss_mb: each notebook's stages, its time outside them and its total; then the grand total."
+    import pandas as pd
+    if not isinstance(rec, RunRecord):
+        found = read_record(rec)
+        if found is None: raise FileNotFoundError(f"no run.json in {rec}: not the output folder of a reproduce run")
+        rec = found
+    rows = []
+    for o in rec.notebooks:
+        stages = o.stages or []
+        rows += [dict(notebook=o.name, stage=s['name'], seconds=float(s['seconds']), peak_rss_mb=math.nan) for s in stages]
+        rest = o.seconds - sum(float(s['seconds']) for s in stages)
+        rows.append(dict(notebook=o.name, stage='(outside stages)', seconds=round(rest, 3), peak_rss_mb=math.nan))
+        rows.append(dict(notebook=o.name, stage='total' + ('' if o.status == 'ok' else ' (failed)'), seconds=o.seconds,
+                         peak_rss_mb=math.nan if o.peak_rss_mb is None else o.peak_rss_mb))
+    tot = [r for r in rows if r['stage'].startswith('total')]
+    rows.append(dict(notebook='(all)', stage='total', seconds=round(sum(r['seconds'] for r in tot), 2),
+                     peak_rss_mb=max((r['peak_rss_mb'] for r in tot), default=math.nan)))
+    return pd.DataFrame(rows, columns=['notebook', 'stage', 'seconds', 'peak_rss_mb'])
+
+def format_stage_table(table:'pd.DataFrame' # from `stage_table`
+                      ) -> str:
+    "`table` as text: seconds with one decimal, minutes beside them, memory in MiB (blank where it does not apply)."
+    t = table.assign(minutes=table.seconds/60)[['notebook', 'stage', 'seconds', 'minutes', 'peak_rss_mb']]
+    return t.to_string(index=False, na_rep='', formatters=dict(seconds='{:.1f}'.format, minutes='{:.2f}'.format,
+                                                                peak_rss_mb=lambda v: '' if v != v else f'{v:.0f}'))
+
+def _write_stages(rec:RunRecord, out:Path) -> Path:
+    return atomic_write(out/'stages.csv', lambda p: stage_table(rec).to_csv(p, index=False))
 
 def reproduce(profile:str='full', # "quick" or "full"
               out:str|Path='outputs', # output root
@@ -300,7 +342,9 @@ def reproduce(profile:str='full', # "quick" or "full"
     for n in [n for n in names if not only or n in only]:
         rec.notebooks.append(_outcome(n, out, lambda n=n: run_notebook(n, profile=profile, out=out, timeout=timeout,
                                                                         progress=progress, nbs=nbs)))
-        _write_record(rec, out)   # after each notebook: an interrupted run still leaves its record
+        _write_record(rec, out); _write_stages(rec, out)   # after each notebook: an interrupted run still leaves its record
+    print(f"\nstages of the run (seconds; peak resident memory of each notebook's kernel in MiB; also in {out/'stages.csv'}):\n"
+          + format_stage_table(stage_table(rec)))
     failed = [o.name for o in rec.notebooks if o.status != 'ok']
     if failed: raise NotebookError(f"{len(failed)} of {len(rec.notebooks)} notebook(s) failed: {failed}; record: {out/'run.json'}")
     return rec

@@ -14,7 +14,7 @@ from fastcore.basics import AttrDict
 from .utils import atomic_write, check_choice, to_jsonable
 
 # %% auto #0
-__all__ = ['PROFILES', 'profile_config', 'Run']
+__all__ = ['PROFILES', 'profile_config', 'peak_rss_mb', 'Run']
 
 # %% ../nbs/core/04_runs.ipynb #54bde5e3
 PROFILES = ('quick', 'full')
@@ -32,6 +32,18 @@ def profile_config(profile:str, # "quick" or "full"
         if k not in cfg: raise ValueError(f"unknown setting {k!r}; allowed: {sorted(cfg)}")
         if v is not None: cfg[k] = v
     return cfg
+
+# %% ../nbs/core/04_runs.ipynb #aa51c0d2
+def peak_rss_mb() -> float:
+    "Peak resident memory in MiB of this process (Linux: since its program started, `VmHWM`) or of the largest child it waited for."
+    import resource, sys
+    scale = 1/2**20 if sys.platform == 'darwin' else 1/2**10   # ru_maxrss: bytes on macOS, KiB on Linux
+    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss*scale
+    try:
+        for line in Path('/proc/self/status').read_text().splitlines():
+            if line.startswith('VmHWM:'): own = int(line.split()[1])/2**10   # kB
+    except OSError: pass
+    return round(max(own, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss*scale), 1)
 
 # %% ../nbs/core/04_runs.ipynb #ec772d68
 class Run:
@@ -74,9 +86,9 @@ class Run:
         return path
 
     def save(self) -> Path:
-        "Write `metrics.json` (figure list, their alternative texts, stage timings and elapsed seconds) and return its path."
+        "Write `metrics.json` (figure list, their alternative texts, stage timings, elapsed seconds and the process's peak memory) and return its path."
         m = dict(self.metrics, figures=self.figures, figure_alt=self.figure_alt, stages=self.stages,
-                 seconds=round(time.time() - self._t0, 2))
+                 seconds=round(time.time() - self._t0, 2), peak_rss_mb=peak_rss_mb())
         return atomic_write(self.out_dir/'metrics.json', lambda p: p.write_text(json.dumps(to_jsonable(m), indent=1)))
 
     def __repr__(self): return f'Run({self.out_dir}, {len(self.metrics)} metrics, {len(self.figures)} figures)'

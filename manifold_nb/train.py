@@ -45,6 +45,36 @@ def _loader(ds, batch_size, order, g):
     # permutation and the batch transform consume `g`
     return DataLoader(ds, batch_size=batch_size, sampler=_EpochPermutation(len(ds), g), generator=torch.Generator())
 
+class _TensorBatches:
+    "Batches of in-memory tensors indexed straight from each epoch's permutation, in the order `_loader` gives them."
+    def __init__(self, tensors:tuple, batch_size:int, order:str, g:torch.Generator):
+        self.tensors, self.batch_size, self.order, self.g, self.n = tensors, batch_size, order, g, len(tensors[0])
+        self.drop_last = order == 'loader' and self.n > batch_size
+    def __len__(self): return self.n // self.batch_size if self.drop_last else -(-self.n // self.batch_size)
+    def __iter__(self):
+        # What a DataLoader with shuffle=True draws from `g`: its worker base seed when the epoch starts, then
+        # RandomSampler's permutation, and once the permutation is used up a second (empty-sliced) `randperm(n)`:
+        # while the last short batch is collected when it is kept, when the batch after the last is asked for otherwise.
+        loader = self.order == 'loader'; short_last = not self.drop_last and self.n % self.batch_size != 0
+        if loader: torch.empty((), dtype=torch.int64).random_(generator=self.g)
+        perm, nb = torch.randperm(self.n, generator=self.g), len(self)
+        for i in range(nb):
+            if loader and short_last and i == nb - 1: torch.randperm(self.n, generator=self.g)
+            idx = perm[i*self.batch_size:(i+1)*self.batch_size]
+            yield tuple(t[idx.to(t.device)] for t in self.tensors)
+        if loader and not short_last: torch.randperm(self.n, generator=self.g)
+
+_USE_DATALOADER = False # True: tensors go through a DataLoader too (the old path; kept to check the two give the same batches)
+
+def _batches(data, batch_size, order, g):
+    "Batches of `data` in the epoch order `order` drawn from `g`: in-memory indexing for tensors, a DataLoader for a Dataset."
+    ds = _as_dataset(data)
+    if _USE_DATALOADER or type(ds) is not TensorDataset: return _loader(ds, batch_size, order, g)   # a subclass may index its own way
+    return _TensorBatches(ds.tensors, batch_size, order, g)
+
+def _channels_last(t:torch.Tensor) -> torch.Tensor:
+    return t.contiguous(memory_format=torch.channels_last) if t.ndim == 4 and t.is_floating_point() else t
+
 def _grads_finite(model):
     return all(bool(torch.isfinite(p.grad).all()) for p in model.parameters() if p.grad is not None)
 
@@ -68,6 +98,7 @@ def fit(model:nn.Module, # model to train in place
         batch_transform:Callable|None=None, # batch_transform(batch, step, generator) -> batch, applied to each batch (tuple of CPU tensors) before it moves to `device` (e.g. mixing in noise); `step` counts from 0 over all epochs, `generator` is the seeded shuffling generator
         before_step:Callable|None=None, # before_step(model) after the backward pass, before the optimiser step (e.g. clipping some gradients)
         skip_nonfinite:bool=False, # skip and count steps with a non-finite loss or gradient instead of raising `FloatingPointError`
+        channels_last:bool=False, # train in channels-last memory format (model and 4-d float batches; faster convolutions on CPU, other rounding); the model is returned in the default format
        ) -> dict:
     "Train `model` on `data` by minimising `loss_fn`; return a history of per-epoch losses and evaluations, per-step losses and skipped steps."
     check_positive('epochs', epochs); check_positive('lr', lr); check_positive('batch_size', batch_size)
@@ -75,9 +106,9 @@ def fit(model:nn.Module, # model to train in place
     check_choice('order', order, ORDERS)
     if not 0 <= lr_min < lr: raise ValueError(f"lr_min must be in [0, lr={lr}); got {lr_min!r}")
     dev = get_device(device); model.to(dev)
-    ds = _as_dataset(data)
+    if channels_last: model.to(memory_format=torch.channels_last)
     g = torch.Generator().manual_seed(seed)
-    dl = _loader(ds, batch_size, order, g)
+    dl = _batches(data, batch_size, order, g)
     opt = OPTIMIZERS[optimizer](model.parameters(), lr=lr, weight_decay=weight_decay)
     n_steps = epochs*len(dl) if max_steps is None else min(max_steps, epochs*len(dl))
     sched = (torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=n_steps) if scheduler == 'onecycle' else
@@ -89,6 +120,7 @@ def fit(model:nn.Module, # model to train in place
         for batch in dl:
             if batch_transform is not None: batch = batch_transform(tuple(batch), step, g)
             batch = tuple(b.to(dev) for b in batch)
+            if channels_last: batch = tuple(_channels_last(b) for b in batch)
             loss = loss_fn(model, batch)
             ok = bool(torch.isfinite(loss))
             if not (ok or skip_nonfinite): raise FloatingPointError(f"loss became {loss.item()} at epoch {epoch}, step {step}")
@@ -113,6 +145,7 @@ def fit(model:nn.Module, # model to train in place
                                    ' '.join(f'{k} {v:.4g}' for k, v in (ev or {}).items()))
         if step >= n_steps: break
     bar.close(); model.eval()
+    if channels_last: model.to(memory_format=torch.contiguous_format)
     hist['seconds'] = time.time() - t0
     return hist
 

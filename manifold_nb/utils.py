@@ -14,7 +14,8 @@ import numpy as np
 import torch
 
 # %% auto #0
-__all__ = ['check_choice', 'check_positive', 'set_seed', 'get_device', 'atomic_write', 'to_jsonable']
+__all__ = ['CUBLAS_WORKSPACE', 'check_choice', 'check_positive', 'set_determinism', 'set_seed', 'get_device', 'atomic_write',
+           'to_jsonable']
 
 # %% ../nbs/core/00_utils.ipynb #bec61661
 def check_choice(name:str, # parameter name, quoted in the error
@@ -38,10 +39,23 @@ def check_positive(name:str, # parameter name, quoted in the error
     return value
 
 # %% ../nbs/core/00_utils.ipynb #1230f27c
-def set_seed(seed:int # seed for python, numpy and torch
+CUBLAS_WORKSPACE = ':4096:8' # `CUBLAS_WORKSPACE_CONFIG` that makes cuBLAS deterministic (CUDA >= 10.2)
+
+def set_determinism(threads:int|None=None, # torch intra-op threads to fix (None: leave as they are)
+                   ) -> None:
+    "Make torch pick deterministic algorithms where it has them (warning where it has none), on CPU and CUDA alike."
+    os.environ.setdefault('CUBLAS_WORKSPACE_CONFIG', CUBLAS_WORKSPACE)   # read when cuBLAS starts (the harness sets it for kernels)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.utils.deterministic.fill_uninitialized_memory = False   # what torch.empty holds is never read here; filling it costs time
+    torch.backends.cudnn.benchmark = False
+    if threads is not None: torch.set_num_threads(int(check_positive('threads', threads)))
+
+def set_seed(seed:int, # seed for python, numpy and torch
+             deterministic:bool=True, # also `set_determinism()` (deterministic algorithms where torch has them)
             ) -> None:
-    "Seed python's, numpy's and torch's random number generators."
+    "Seed python's, numpy's and torch's random number generators (and by default ask torch for deterministic algorithms)."
     random.seed(seed); np.random.seed(seed); torch.manual_seed(seed)
+    if deterministic: set_determinism()
 
 # %% ../nbs/core/00_utils.ipynb #73ca010c
 _DEVICES = ('cpu', 'cuda', 'mps', 'auto')

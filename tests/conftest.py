@@ -1,14 +1,33 @@
 """Shared fixtures: run a notebook through the harness (papermill) with the quick profile, once per session."""
-import ast, json, os
+import ast, hashlib, json, os
 from pathlib import Path
 
 import pytest
 
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # two workers on two cores: one intra-op thread each, and in each notebook kernel they start (a second thread per
+    # process would oversubscribe the cores; benchmarks/collection.py measures 2-4x slower steps when they are)
+    for _v in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"): os.environ.setdefault(_v, "1")
+
+
+def _shared(tmp_path_factory, name):
+    "Folder `name` shared by every pytest-xdist worker of this session (the session's own temporary folder without xdist)."
+    base = tmp_path_factory.getbasetemp()
+    d = (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / name   # xdist: base is <session>/popen-gwN
+    d.mkdir(exist_ok=True); return d
+
+
+def pytest_collection_modifyitems(items):
+    "Under `pytest -n N --dist loadgroup`, the tests of a module that runs a notebook stay on one worker (its fixture runs once)."
+    for item in items:
+        if {"run_notebook", "quick_run"} & set(item.fixturenames): item.add_marker(pytest.mark.xdist_group(item.module.__name__))
+
 
 @pytest.fixture(scope="session", autouse=True)
 def _session_cache(tmp_path_factory):
-    "Train every model afresh in a per-session cache (unless MANIFOLD_NB_TEST_CACHE names one to reuse)."
-    d = os.environ.get("MANIFOLD_NB_TEST_CACHE") or str(tmp_path_factory.mktemp("cache"))
+    """Train every model afresh in a per-session cache (unless MANIFOLD_NB_TEST_CACHE names one to reuse); xdist workers
+    share it, and the cache's file lock makes a worker wanting a model that another is training wait for it and load it."""
+    d = os.environ.get("MANIFOLD_NB_TEST_CACHE") or str(_shared(tmp_path_factory, "cache"))
     old = os.environ.get("MANIFOLD_NB_CACHE"); os.environ["MANIFOLD_NB_CACHE"] = d
     yield Path(d)
     if old is None: os.environ.pop("MANIFOLD_NB_CACHE", None)
@@ -17,8 +36,8 @@ def _session_cache(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def outputs_root(tmp_path_factory):
-    "The session's output root: OUT/<name>/ holds the first quick-profile execution of each notebook (a run folder)."
-    return tmp_path_factory.mktemp("outputs")
+    "The session's output root (shared by xdist workers): OUT/<name>/ holds the first quick-profile execution of each notebook."
+    return _shared(tmp_path_factory, "outputs")
 
 
 def _defaults(name):
@@ -35,22 +54,39 @@ def _defaults(name):
 def run_notebook(outputs_root):
     """run_notebook(name, profile='quick', **params) -> (out_dir, metrics).
 
-    Each (name, profile, params) executes once per session; parameters equal to the notebook's defaults do not count.
+    Each (name, profile, params) executes once per session, across xdist workers too (a file lock per notebook; a worker
+    asking for a run another is making waits and reuses it); parameters equal to the notebook's defaults do not count.
     The first quick-profile execution of a notebook goes to OUT/<name>/ (what the docs site is built from), others
-    to OUT/variants/<i>/<name>/."""
+    to OUT/variants/<key>/<name>/. `run_notebook.first(name)` makes sure OUT/<name>/ holds an execution (any parameters)."""
+    from manifold_nb.cache import file_lock
     from manifold_nb.harness import run_notebook as _run
-    done = {}
+    from manifold_nb.utils import atomic_write
+    runs = outputs_root / ".runs"; runs.mkdir(exist_ok=True)
+
+    def _key(name, profile, params):
+        defaults = _defaults(name)
+        blob = json.dumps([name, profile, {k: v for k, v in params.items() if k not in defaults or defaults[k] != v}],
+                          sort_keys=True, default=str)
+        return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+    def _execute(name, profile, params, key):
+        "The run folder of (name, profile, params): made now unless a worker made it before. Call under the notebook's lock."
+        marker, first = runs / f"{key}.run", runs / f"{name}.first"
+        if not marker.exists():
+            out = outputs_root if profile == "quick" and not first.exists() else outputs_root / "variants" / key
+            dest = _run(name, params, profile=profile, out=out, timeout=1200, progress=False, log_output=False)
+            atomic_write(marker, lambda p: p.write_text(str(dest.parent)))
+            if out == outputs_root: atomic_write(first, lambda p: p.write_text(str(dest.parent)))
+        return Path(marker.read_text())
 
     def _go(name, profile="quick", **params):
-        defaults = _defaults(name)
-        key = (name, profile, json.dumps({k: v for k, v in params.items() if k not in defaults or defaults[k] != v},
-                                         sort_keys=True, default=str))
-        if key not in done:
-            first = profile == "quick" and not (outputs_root / name / f"{name}.ipynb").exists()
-            out = outputs_root if first else outputs_root / "variants" / str(len(done))
-            dest = _run(name, params, profile=profile, out=out, timeout=1200, progress=False, log_output=False)
-            done[key] = dest.parent
-        return done[key], json.loads((done[key] / "metrics.json").read_text())
+        with file_lock(runs / f"{name}.lock"): d = _execute(name, profile, params, _key(name, profile, params))
+        return d, json.loads((d / "metrics.json").read_text())
+
+    def _first(name):
+        with file_lock(runs / f"{name}.lock"):
+            if not (runs / f"{name}.first").exists(): _execute(name, "quick", {}, _key(name, "quick", {}))
+    _go.first = _first
     return _go
 
 
@@ -83,8 +119,7 @@ def full_cifar10(tmp_path_factory):
 def quick_run(run_notebook, outputs_root):
     "The session's output root with every notebook of the collection executed (quick profile), reusing earlier executions."
     from manifold_nb.harness import notebooks
-    for name in notebooks():
-        if not (outputs_root / name / f"{name}.ipynb").exists(): run_notebook(name)
+    for name in notebooks(): run_notebook.first(name)
     return outputs_root
 
 

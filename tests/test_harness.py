@@ -6,6 +6,8 @@ import json, os, re, shutil, subprocess, sys, tomllib
 from pathlib import Path
 
 import nbformat
+import numpy as np
+import pandas as pd
 import pytest
 
 from manifold_nb.harness import (NotebookError, notebook_parameters, notebooks, parse_params, read_record, reproduce,
@@ -250,3 +252,38 @@ def test_figures_are_inline_whatever_mplbackend_says(tmp_path, monkeypatch):
     dest = run_notebook("plot", nbs=nbs, out=tmp_path / "out", progress=False, log_output=False)
     outs = nbformat.read(str(dest), as_version=4).cells[-1].outputs
     assert any("image/png" in o.get("data", {}) for o in outs), outs
+
+
+# --- issue 15.1: where the time goes ------------------------------------------------------------------------------
+def _stages_notebook(folder, name, stages, mib=0):
+    "A notebook that sleeps through the timed `stages` ({name: seconds}) and holds `mib` MiB of written memory in the last."
+    params = nbformat.v4.new_code_cell('profile = "quick"   # profile\nout_dir = "x"   # output folder', metadata=dict(tags=["parameters"]))
+    body = ("import time\nimport numpy as np\nfrom manifold_nb.runs import Run\nrun = Run(out_dir, name='" + name + "')\n"
+            + "".join(f"with run.stage({k!r}):\n    time.sleep({v})\n" for k, v in stages.items())
+            + f"with run.stage('hold memory'):\n    block = np.ones({mib} * 2**20 // 8); del block\nrun.save()")
+    kernel = dict(kernelspec=dict(name="python3", display_name="python3", language="python"))
+    folder.mkdir(exist_ok=True)
+    nbformat.write(nbformat.v4.new_notebook(cells=[params, nbformat.v4.new_code_cell(body)], metadata=kernel), str(folder / f"{name}.ipynb"))
+
+
+def test_reproduce_records_and_prints_each_stage_and_peak_memory(tmp_path, capsys):
+    nbs = tmp_path / "nbs"
+    _stages_notebook(nbs, "00_big", {"load": 0.3, "train": 1.2}, mib=600)
+    _stages_notebook(nbs, "01_small", {"analyse": 0.6}, mib=0)
+    out = tmp_path / "report"
+    ballast = np.ones(2**30 // 8)   # 1 GiB in this process, the kernels' parent: getrusage's ru_maxrss would pass it on to them
+    rec = reproduce("quick", out=out, nbs=nbs, progress=False)
+    del ballast
+    big, small = rec.notebooks
+    assert [s["name"] for s in big.stages] == ["load", "train", "hold memory"] and [s["name"] for s in small.stages][0] == "analyse"
+    assert 0.3 <= big.stages[0]["seconds"] < 1.3 and 1.2 <= big.stages[1]["seconds"] < 2.2 and 0.6 <= small.stages[0]["seconds"] < 1.6
+    assert big.peak_rss_mb >= 600 and small.peak_rss_mb < big.peak_rss_mb - 450   # per kernel, not the largest so far
+    assert read_record(out) == rec                                                   # stages and memory are in run.json
+    table = pd.read_csv(out / "stages.csv")
+    rows = {(r.notebook, r.stage): r for r in table.itertuples()}
+    assert rows[("big", "train")].seconds == big.stages[1]["seconds"] and rows[("big", "total")].seconds == big.seconds
+    assert abs(rows[("big", "(outside stages)")].seconds + sum(s["seconds"] for s in big.stages) - big.seconds) < 0.01
+    assert rows[("(all)", "total")].seconds == round(big.seconds + small.seconds, 2)
+    assert rows[("(all)", "total")].peak_rss_mb == big.peak_rss_mb == rows[("big", "total")].peak_rss_mb
+    printed = capsys.readouterr().out
+    assert "stages of the run" in printed and re.search(r"big\s+train\s+1\.\d", printed) and "(all)" in printed
