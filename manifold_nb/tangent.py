@@ -216,7 +216,7 @@ def linear_path(a:torch.Tensor, # start (any shape)
     "The document's `get_representations_between`: `a + i (b - a) / steps` for `i = 0..steps-1` (starts at `a`, stops one step short of `b`)."
     a, b = torch.as_tensor(a), torch.as_tensor(b)
     if a.shape != b.shape: raise ValueError(f"a and b must have the same shape; got {tuple(a.shape)} and {tuple(b.shape)}")
-    t = torch.arange(steps, dtype=a.dtype).reshape(-1, *[1] * a.ndim) / steps
+    t = torch.arange(steps, dtype=a.dtype, device=a.device).reshape(-1, *[1] * a.ndim) / steps
     return a + t * (b - a)
 
 def model_by_name(models:dict, # {name: model}
@@ -231,7 +231,7 @@ import torch.nn.functional as F
 def conv_operator(weight:torch.Tensor, # (C_out, 1, k, k) kernel of a convolution of one 28×28 channel
                  )->torch.Tensor: # (C_out·(28-k+1)², 784) the convolution as a matrix acting on flattened images
     "A 'valid' convolution of 28×28 single-channel images as a dense matrix: the layer applied to the 784 unit images."
-    return F.conv2d(torch.eye(INPUT_SIZE).reshape(INPUT_SIZE, 1, 28, 28), weight.detach().float()).reshape(INPUT_SIZE, -1).T
+    return F.conv2d(torch.eye(INPUT_SIZE, device=weight.device).reshape(INPUT_SIZE, 1, 28, 28), weight.detach().float()).reshape(INPUT_SIZE, -1).T
 
 def layer_rank_table(model:nn.Module, # a `build_autoencoder` model ("fc": Linear layers; "conv": econv1/econv3/dconv1/dconv3)
                     )->dict: # {layer name: dict(shape, rank, s_max, s_min)} for every linear map whose rank is reported

@@ -92,7 +92,7 @@ def atomic_write(path:str|Path, # final location
 
 # %% ../nbs/core/00_utils.ipynb #5eb9a8f5
 def to_jsonable(obj:Any) -> Any:
-    "Convert numpy/torch scalars and arrays, paths, tuples and nested containers into JSON-serialisable values."
+    "Convert numpy/torch scalars and arrays, paths, torch devices, tuples and nested containers into JSON-serialisable values."
     if isinstance(obj, dict): return {str(k): to_jsonable(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple, set)): return [to_jsonable(v) for v in obj]
     if isinstance(obj, torch.Tensor): obj = obj.detach().cpu().numpy()
@@ -101,6 +101,6 @@ def to_jsonable(obj:Any) -> Any:
     if isinstance(obj, (np.integer, int)): return int(obj)
     if isinstance(obj, (np.floating, float)):
         return float(obj) if math.isfinite(obj) else None
-    if isinstance(obj, Path): return str(obj)
+    if isinstance(obj, (Path, torch.device)): return str(obj)
     if obj is None or isinstance(obj, str): return obj
     raise TypeError(f"to_jsonable: cannot convert object of type {type(obj).__name__}")

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 from pathlib import Path
-from ..utils import check_choice, set_seed
+from ..utils import check_choice, get_device, set_seed
 from ..cache import cached_model, fingerprint
 from ..train import fit
 from ..probes import mean_interval, MeanInterval
@@ -261,7 +261,7 @@ def make_vae(arch:str='small_conv', # one of `VAE_ARCHS`
 @torch.no_grad()
 def encode_mean(model:VAE, X:torch.Tensor, batch_size:int=1000, device:str='cpu') -> torch.Tensor:
     "Posterior means of `X`, in batches, on the CPU."
-    model.eval().to(device)
+    device = get_device(device); model.eval().to(device)
     return torch.cat([model.encode(X[i:i+batch_size].to(device))[0].cpu() for i in range(0, len(X), batch_size)])
 
 @torch.no_grad()
@@ -272,14 +272,14 @@ def encode_posterior(model:VAE, # trained VAE
                     ) -> tuple[torch.Tensor, torch.Tensor]:
     "Posterior means and log-variances `(..., latent_dim)` of `X`, in batches, on the CPU."
     if not isinstance(X, torch.Tensor) or X.ndim < 4: raise ValueError(f"X must be a tensor of images (..., C, H, W); got {type(X).__name__} of shape {tuple(getattr(X, 'shape', ()))}")
-    lead = X.shape[:-3]; Xf = X.reshape(-1, *X.shape[-3:]); model.eval().to(device)
+    lead = X.shape[:-3]; Xf = X.reshape(-1, *X.shape[-3:]); device = get_device(device); model.eval().to(device)
     out = [model.encode(Xf[i:i+batch_size].to(device)) for i in range(0, len(Xf), batch_size)]
     return tuple(torch.cat([o[j].cpu() for o in out]).reshape(*lead, -1) for j in (0, 1))
 
 @torch.no_grad()
 def decode_images(model:VAE, Z:torch.Tensor, batch_size:int=1000, device:str='cpu') -> torch.Tensor:
     "Decoded images (sigmoid of the logits, in [0, 1]) of the latents `Z`, on the CPU."
-    model.eval().to(device)
+    device = get_device(device); model.eval().to(device)
     return torch.cat([model.decode(Z[i:i+batch_size].to(device)).sigmoid().cpu() for i in range(0, len(Z), batch_size)])
 
 # %% ../../nbs/models/vae.ipynb #b420305c
@@ -306,6 +306,7 @@ def latent_rotation_error(model:nn.Module, # a VAE (its `encode` is used) or an 
     ang = [float(a) for a in torch.as_tensor(angles).reshape(-1).tolist()]
     if len(ang) != X.shape[1]: raise ValueError(f"angles must hold one angle per column of X ({X.shape[1]}); got {len(ang)}")
     enc = model.encode if hasattr(model, 'encode') else model
+    device = get_device(device)
     if isinstance(model, nn.Module): model.eval().to(device)
     Xf = X.flatten(0, 1)
     out = [enc(Xf[i:i+batch_size].to(device)) for i in range(0, len(Xf), batch_size)]
