@@ -106,7 +106,8 @@ def _run_main(args) -> int:
 
 def _reproduce_main(args) -> int:
     from manifold_nb.site import SiteError, reproduce_site   # the site builder sits above the harness: imported when used
-    try: idx = reproduce_site(args.profile or 'full', out=args.out, only=args.only, timeout=args.timeout, progress=not args.no_progress)
+    try: idx = reproduce_site(args.profile or 'full', out=args.out, only=args.only, timeout=args.timeout, progress=not args.no_progress,
+                                   jobs=args.jobs)
     except SiteError as e: print(f'manifold-nb: error: {e}', file=sys.stderr); return 1
     print(f'site: {idx}'); return 0
 
@@ -122,6 +123,7 @@ def _run_parser(sub):
 def _reproduce_parser(sub):
     q = sub.add_parser('reproduce', help='run all notebooks, then build the docs site (OUT/site/index.html)'); _add_run_options(q)
     q.add_argument('--only', nargs='+', default=None, help='notebook names to run')
+    q.add_argument('--jobs', type=int, default=1, help='notebooks run at once after the data notebook (default: 1; 2 uses both cores of a 2-core machine)')
 def _readme_parser(sub): sub.add_parser('readme', help='write README.md from nbs/index.ipynb (no Quarto needed)')
 
 COMMANDS: dict[str, Command|str] = {

@@ -15,7 +15,7 @@ from jupyter_client.manager import AsyncKernelManager
 from traitlets import default
 
 from .runs import PROFILES
-from .utils import CUBLAS_WORKSPACE, atomic_write, check_choice
+from .utils import CUBLAS_WORKSPACE, atomic_write, check_choice, check_positive
 
 # %% auto #0
 __all__ = ['CONVERTERS', 'nbs_dir', 'notebooks', 'NotebookParameter', 'notebook_parameters', 'parse_value', 'parse_params',
@@ -268,6 +268,8 @@ class RunRecord(NamedTuple):
     started: str # start time, "YYYY-MM-DD HH:MM UTC"
     commit: str # `git_commit` of the checkout that ran
     notebooks: list # one `NotebookOutcome` per notebook run so far, in order
+    jobs: int = 1 # notebooks run at once (`reproduce(jobs=...)`)
+    seconds: float|None = None # wall time of the whole run (None: still running); with jobs > 1 less than the notebooks' sum
 
 def _write_record(rec:RunRecord, out:Path) -> Path:
     d = dict(rec._asdict(), notebooks=[o._asdict() for o in rec.notebooks])
@@ -279,7 +281,8 @@ def read_record(out:str|Path # output root of a `reproduce` run
     p = Path(out)/'run.json'
     if not p.exists(): return None
     d = json.loads(p.read_text())
-    return RunRecord(d['profile'], d['started'], d['commit'], [NotebookOutcome(**o) for o in d.get('notebooks', [])])
+    return RunRecord(d['profile'], d['started'], d['commit'], [NotebookOutcome(**o) for o in d.get('notebooks', [])],
+                     d.get('jobs', 1), d.get('seconds'))
 
 def _run_metrics(dest:Path, since:float) -> dict:
     "The metrics.json beside the executed notebook `dest` if this run wrote it (modified after `since`), else {}."
@@ -330,21 +333,37 @@ def reproduce(profile:str='full', # "quick" or "full"
               out:str|Path='outputs', # output root
               only:list|None=None, # notebook names to run (default: all, in order)
               timeout:int|None=3600, # seconds per cell (None: no limit)
-              progress:bool=True, # papermill progress bar
+              progress:bool=True, # papermill progress bar (only with jobs=1)
               nbs:str|Path|None=None, # notebook folder (default `nbs_dir()`)
+              jobs:int=1, # notebooks run at once, each in its own kernel; the data notebook always runs first, alone
              ) -> RunRecord:
-    "Run the notebooks in order and record the run in `out/run.json`; `NotebookError` (after all ran) if any failed."
+    "Run the notebooks and record the run in `out/run.json`; `NotebookError` (after all ran) if any failed."
     check_choice('profile', profile, PROFILES)
+    if isinstance(jobs, bool) or not isinstance(jobs, int): raise TypeError(f"jobs must be an int; got {type(jobs).__name__}")
+    check_positive('jobs', jobs)
     names = list(notebooks(nbs))
     for n in only or []: check_choice('notebook', n, names)
     out = Path(out).resolve(); out.mkdir(parents=True, exist_ok=True)
-    rec = RunRecord(profile, time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime()), git_commit(nbs or nbs_dir()), [])
-    for n in [n for n in names if not only or n in only]:
-        rec.notebooks.append(_outcome(n, out, lambda n=n: run_notebook(n, profile=profile, out=out, timeout=timeout,
-                                                                        progress=progress, nbs=nbs)))
+    t0, todo = time.time(), [n for n in names if not only or n in only]
+    rec = RunRecord(profile, time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime()), git_commit(nbs or nbs_dir()), [], jobs)
+    def one(n):   # with several at once, papermill's bars and streamed cell output would interleave: the record and kernel logs keep them
+        return _outcome(n, out, lambda: run_notebook(n, profile=profile, out=out, timeout=timeout, progress=progress and jobs == 1,
+                                                     log_output=jobs == 1, nbs=nbs))
+    def done(o):
+        rec.notebooks.append(o); rec.notebooks.sort(key=lambda o: names.index(o.name))
         _write_record(rec, out); _write_stages(rec, out)   # after each notebook: an interrupted run still leaves its record
+        if jobs > 1: print(f"[reproduce] {o.name}: {o.status} in {o.seconds:.0f} s", flush=True)
+    first = [n for n in todo if n == 'data'] if jobs > 1 else todo   # the data notebook prepares files the others read
+    for n in first: done(one(n))
+    if jobs > 1:
+        # threads suffice to run kernels side by side (each notebook runs in its own kernel process); the model cache's
+        # file locks make a notebook wait for a model another one is training (the SVAE of 02 and 03) instead of training it twice
+        from concurrent.futures import ThreadPoolExecutor, as_completed
+        with ThreadPoolExecutor(jobs) as ex:
+            for f in as_completed([ex.submit(one, n) for n in todo if n not in first]): done(f.result())
+    rec = rec._replace(seconds=round(time.time() - t0, 2)); _write_record(rec, out)
     print(f"\nstages of the run (seconds; peak resident memory of each notebook's kernel in MiB; also in {out/'stages.csv'}):\n"
-          + format_stage_table(stage_table(rec)))
+          + format_stage_table(stage_table(rec)) + f"\nwall time of the run: {rec.seconds:.0f} s ({rec.seconds/60:.1f} min) with {jobs} notebook(s) at once")
     failed = [o.name for o in rec.notebooks if o.status != 'ok']
     if failed: raise NotebookError(f"{len(failed)} of {len(rec.notebooks)} notebook(s) failed: {failed}; record: {out/'run.json'}")
     return rec

@@ -494,10 +494,11 @@ def reproduce_site(profile:str='full', # "quick" or "full"
                    timeout:int|None=3600, # seconds per cell (None: no limit)
                    progress:bool=True, # papermill progress bar
                    nbs:str|Path|None=None, # notebook folder (default `nbs_dir()`)
+                   jobs:int=1, # notebooks run at once (`harness.reproduce`)
                   ) -> Path:
     "`harness.reproduce`, then the site of the run, also when notebooks failed (then `NotebookError` after the build)."
     failed = None
-    try: reproduce(profile, out=out, only=only, timeout=timeout, progress=progress, nbs=nbs)
+    try: reproduce(profile, out=out, only=only, timeout=timeout, progress=progress, nbs=nbs, jobs=jobs)
     except NotebookError as e: failed = e
     idx = build_site(out, nbs=nbs)
     if failed: raise NotebookError(f'{failed}; site: {idx}', failed.notebook)

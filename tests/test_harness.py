@@ -287,3 +287,32 @@ def test_reproduce_records_and_prints_each_stage_and_peak_memory(tmp_path, capsy
     assert rows[("(all)", "total")].peak_rss_mb == big.peak_rss_mb == rows[("big", "total")].peak_rss_mb
     printed = capsys.readouterr().out
     assert "stages of the run" in printed and re.search(r"big\s+train\s+1\.\d", printed) and "(all)" in printed
+
+
+def _interval_notebook(folder, name, sleep):
+    "A notebook that records when its kernel started and ended its one cell (time.time()) in metrics.json."
+    params = nbformat.v4.new_code_cell('profile = "quick"   # profile\nout_dir = "x"   # output folder', metadata=dict(tags=["parameters"]))
+    body = (f"import time\nfrom manifold_nb.runs import Run\nrun = Run(out_dir, name='{name}')\nt0 = time.time()\n"
+            f"with run.stage('sleep'): time.sleep({sleep})\nrun.log(t0=t0, t1=time.time()).save()")
+    kernel = dict(kernelspec=dict(name="python3", display_name="python3", language="python"))
+    folder.mkdir(exist_ok=True)
+    nbformat.write(nbformat.v4.new_notebook(cells=[params, nbformat.v4.new_code_cell(body)], metadata=kernel), str(folder / f"{name}.ipynb"))
+
+
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_reproduce_jobs_runs_notebooks_side_by_side_after_the_data_notebook(tmp_path, jobs):
+    nbs = tmp_path / "nbs"
+    for name, sleep in [("00_data", 0.5), ("01_a", 2.0), ("02_b", 2.0)]: _interval_notebook(nbs, name, sleep)
+    out = tmp_path / "out"
+    rec = reproduce("quick", out=out, nbs=nbs, progress=False, jobs=jobs)
+    assert [o.name for o in rec.notebooks] == ["data", "a", "b"] and rec.jobs == jobs   # recorded in the notebooks' order
+    t = {o.name: json.loads((out / o.name / "metrics.json").read_text()) for o in rec.notebooks}
+    assert t["data"]["t1"] <= min(t["a"]["t0"], t["b"]["t0"])                           # the data notebook first, alone
+    overlap = min(t["a"]["t1"], t["b"]["t1"]) - max(t["a"]["t0"], t["b"]["t0"])
+    assert (overlap > 1.0) if jobs == 2 else (overlap < 0)                               # side by side only with jobs=2
+    assert read_record(out).seconds == rec.seconds and rec.seconds < sum(o.seconds for o in rec.notebooks) + 1
+
+
+def test_reproduce_refuses_bad_jobs(tmp_path):
+    with pytest.raises(TypeError, match="jobs must be an int"): reproduce("quick", out=tmp_path, jobs=1.5)
+    with pytest.raises(ValueError, match="jobs"): reproduce("quick", out=tmp_path, jobs=0)
