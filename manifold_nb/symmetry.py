@@ -133,7 +133,7 @@ def train_vaes_side_by_side(jobs:Mapping[str, VAEJob], # the VAEs to train, by n
         return out
     from concurrent.futures import ProcessPoolExecutor
     import multiprocessing as mp
-    size = lambda j: j.epochs*j.n_images()*_RELATIVE_COST[j.arch]
+    size = lambda j: j.epochs*j.n_images()*_RELATIVE_COST.get(j.arch, max(_RELATIVE_COST.values()))   # an unknown architecture: scheduled as the slowest
     order = sorted(range(len(jobs)), key=lambda i: -size(jobs[i]))
     with ProcessPoolExecutor(min(workers, len(jobs)), mp_context=mp.get_context('spawn')) as ex:
         futs = {i: ex.submit(_train_job, jobs[i], retrain, str(cache_dir())) for i in order}
