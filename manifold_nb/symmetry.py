@@ -551,6 +551,8 @@ def flow_analysis(vae:nn.Module, # trained VAE whose posterior means are the lat
     _check_images('X_train', X_train, 5); _check_images('X_test', X_test, 5); A = X_train.shape[1]
     Ztr = encode_mean(vae, X_train.flatten(0, 1), device=device); Zte = encode_mean(vae, X_test.flatten(0, 1), device=device)
     shift, scale = Ztr.mean(0), Ztr.std(0).mean().item()      # one scalar scale: directions and cosines are unchanged
+    if not scale > 1e-6: raise ValueError(f"vae's posterior means do not vary (standard deviation {scale:.1e}): the latent has collapsed; "
+                                          "train the VAE with another seed or a lower learning rate")
     Ztr, Zte = (Ztr - shift)/scale, (Zte - shift)/scale
     ytr, yte = y_train.repeat_interleave(A), y_test.repeat_interleave(A)
     oracle = train_latent_classifier(Ztr, ytr, classes, epochs=oracle_epochs, seed=seed, device=device, desc=f'oracle {name}')
