@@ -110,13 +110,13 @@ class VAEJob(NamedTuple):
 # images per second of one training step on one CPU thread, relative to the small convolutional VAE (measured; scheduling only)
 _RELATIVE_COST = dict(fc=0.6, small_conv=1.0, deep_conv=9.0, equivariant=6.5)
 
-def _train_job(job:VAEJob, # the VAE to train
+def _train_job(job:tuple, # the fields of the `VAEJob` to train (plain values: a notebook's own classes cannot be sent to a worker)
                retrain:bool, # train again even if cached
                cache:str, # model cache folder of the parent process
               ) -> float:
-    "Worker: train `job` on one CPU thread into the cache `cache`; return the wall seconds."
+    "Worker: train `VAEJob(*job)` on one CPU thread into the cache `cache`; return the wall seconds."
     import os; os.environ['MANIFOLD_NB_CACHE'] = cache; torch.set_num_threads(1)
-    t0 = time.perf_counter(); job.train('cpu', retrain); return time.perf_counter() - t0
+    t0 = time.perf_counter(); VAEJob(*job).train('cpu', retrain); return time.perf_counter() - t0
 
 def train_vaes_side_by_side(jobs:Mapping[str, VAEJob], # the VAEs to train, by name
                             workers:int=2, # processes training at the same time (1: one after the other in this process)
@@ -132,11 +132,12 @@ def train_vaes_side_by_side(jobs:Mapping[str, VAEJob], # the VAEs to train, by n
         for n, j in zip(names, jobs): t0 = time.perf_counter(); j.train(device, retrain); out[n] = round(time.perf_counter() - t0, 1)
         return out
     from concurrent.futures import ProcessPoolExecutor
-    import multiprocessing as mp
+    import multiprocessing as mp, importlib
+    worker = importlib.import_module('manifold_nb.symmetry')._train_job     # the installed module's function, also when this runs in a notebook
     size = lambda j: j.epochs*j.n_images()*_RELATIVE_COST.get(j.arch, max(_RELATIVE_COST.values()))   # an unknown architecture: scheduled as the slowest
     order = sorted(range(len(jobs)), key=lambda i: -size(jobs[i]))
     with ProcessPoolExecutor(min(workers, len(jobs)), mp_context=mp.get_context('spawn')) as ex:
-        futs = {i: ex.submit(_train_job, jobs[i], retrain, str(cache_dir())) for i in order}
+        futs = {i: ex.submit(worker, tuple(jobs[i]), retrain, str(cache_dir())) for i in order}
         return {names[i]: round(futs[i].result(), 1) for i in range(len(jobs))}
 
 # %% ../nbs/05_symmetry_discovery.ipynb #82c2e6d9
