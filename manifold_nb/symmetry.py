@@ -300,7 +300,6 @@ def train_flow(oracle:nn.Module, # latent (B, l) -> logits (B, K); frozen
     for r in range(restarts):
         set_seed(seed + r); flow = LatentFlow(Z.shape[1], n_generators, hidden)
         flow.history = fit(flow, data, loss, epochs=epochs, lr=lr, batch_size=batch_size, device=device, seed=seed + r, eval_fn=watch, progress=watch is None,   # monitored: no progress bar nor per-epoch line
-                           
                            desc=desc if restarts == 1 else f'{desc} (restart {r + 1}/{restarts})', scheduler='cosine')
         flows.append(flow)
     losses = [f.history['loss'][-1] for f in flows]
