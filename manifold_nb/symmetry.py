@@ -10,15 +10,16 @@ import math
 from collections.abc import Mapping
 import time
 from dataclasses import dataclass, field, fields
+from pathlib import Path
 from typing import NamedTuple
 import numpy as np
 import torch
 from torch import nn
 import torch.nn.functional as F
 from .transforms import transform
-from .utils import check_choice, check_positive, set_seed
+from .utils import check_choice, check_positive, get_device, set_seed
 from .data import rotation_angles, rotated_mnist_file, load_rotated_mnist
-from .cache import cached_model, fingerprint
+from .cache import cache_dir, cached_model, fingerprint
 from .train import fit, predict
 from .probes import mean_interval, wilson_interval, MeanInterval
 from .models.vae import (train_vae, negative_elbo, encode_mean, encode_posterior, decode_images, rotate_latent_blocks)
@@ -27,11 +28,12 @@ from .models.latent import (LatentMap, iterate_map, latent_orbits, orbit_average
                                        so2_invariants)
 
 # %% auto #0
-__all__ = ['VAEScores', 'vae_scores', 'mean_image_scores', 'latent_map_loss', 'train_latent_map', 'orbit_map_loss',
-           'train_orbit_map', 'StepwiseErrors', 'stepwise_rotation_errors', 'FlowLosses', 'flow_losses', 'train_flow',
-           'local_tangent_bases', 'latent_rotation_direction', 'alignment_per_point', 'FieldAlignment',
-           'field_alignment', 'isotropic_abs_cos', 'SpanShare', 'span_share_by_k', 'oracle_flat_share', 'ClosureReport',
-           'closure_report', 'train_latent_classifier', 'classifier_accuracy', 'FlowAnalysis', 'flow_analysis',
+__all__ = ['VAEScores', 'vae_scores', 'mean_image_scores', 'VAEJob', 'train_vaes_side_by_side', 'latent_map_loss',
+           'train_latent_map', 'orbit_map_loss', 'train_orbit_map', 'StepwiseErrors', 'stepwise_rotation_errors',
+           'FlowLosses', 'flow_losses', 'train_flow', 'local_tangent_bases', 'latent_rotation_direction',
+           'alignment_per_point', 'FieldAlignment', 'field_alignment', 'isotropic_abs_cos', 'SpanShare',
+           'span_share_by_k', 'oracle_flat_share', 'ClosureReport', 'closure_report', 'train_latent_classifier',
+           'classifier_accuracy', 'OracleScore', 'latent_oracle_score', 'FlowAnalysis', 'flow_analysis',
            'train_orbit_classifier', 'InvarianceResult', 'invariance_study']
 
 # %% ../nbs/05_symmetry_discovery.ipynb #4f56d42e
@@ -76,6 +78,67 @@ def mean_image_scores(Xtrain:torch.Tensor, # training images (N, 1, 28, 28) in [
     p = Xtrain.mean(0, keepdim=True).clamp(1e-6, 1 - 1e-6).expand_as(X)
     return VAEScores(neg_elbo=F.binary_cross_entropy(p, X, reduction='none').flatten(1).sum(1).mean().item(),
                      recon_mse=(p - X).pow(2).mean((1, 2, 3)).mean().item())
+
+# %% ../nbs/05_symmetry_discovery.ipynb #10550e49
+class VAEJob(NamedTuple):
+    "One VAE to train with `manifold_nb.models.vae.train_vae` on the images of a rotated-MNIST file (all stored angles)."
+    arch: str  # one of `VAE_ARCHS`
+    latent_dim: int  # latent size
+    path: str  # rotated-MNIST HDF5 file of the training images (`rotated_mnist_file`)
+    epochs: int  # passes over the images
+    lr: float  # Adam learning rate
+    batch_size: int = 128  # images per step
+    seed: int = 0  # seeds the weights and the shuffling
+    stride: int = 1  # train on every `stride`-th original of the file (1: all), each at every stored angle
+
+    def images(self) -> torch.Tensor:
+        "The training images `(N*A, 1, 28, 28)` of this job, as `train_vae` receives them."
+        return load_rotated_mnist(self.path).images[::self.stride].flatten(0, 1)
+
+    def n_images(self) -> int:
+        "Number of training images (originals x angles), read from the file's shapes."
+        import h5py
+        with h5py.File(self.path, 'r') as f: return sum(-(-f[k].shape[0]//self.stride)*f[k].shape[1] for k in f)
+
+    def train(self, device:str='cpu', # device to train on
+              retrain:bool=False, # train again even if a cached VAE exists
+             ) -> nn.Module:
+        "Train (or load from the cache) this job's VAE."
+        return train_vae(self.arch, self.latent_dim, self.images(), epochs=self.epochs, lr=self.lr, batch_size=self.batch_size,
+                         seed=self.seed, device=device, retrain=retrain)
+
+# images per second of one training step on one CPU thread, relative to the small convolutional VAE (measured; scheduling only)
+_RELATIVE_COST = dict(fc=0.6, small_conv=1.0, deep_conv=9.0, equivariant=6.5)
+
+def _train_job(job:tuple, # the fields of the `VAEJob` to train (plain values: a notebook's own classes cannot be sent to a worker)
+               retrain:bool, # train again even if cached
+               cache:str, # model cache folder of the parent process
+              ) -> float:
+    "Worker: train `VAEJob(*job)` on one CPU thread into the cache `cache`; return the wall seconds."
+    import os; os.environ['MANIFOLD_NB_CACHE'] = cache; torch.set_num_threads(1)
+    t0 = time.perf_counter(); VAEJob(*job).train('cpu', retrain); return time.perf_counter() - t0
+
+def train_vaes_side_by_side(jobs:Mapping[str, VAEJob], # the VAEs to train, by name
+                            workers:int=2, # processes training at the same time (1: one after the other in this process)
+                            device:str='cpu', # "cpu": worker processes; any other device trains here, one after the other
+                            retrain:bool=False, # train again even if cached
+                           ) -> dict[str, float]:
+    "Train `jobs` into the model cache, `workers` at a time in separate single-thread processes, longest first; return wall seconds per job."
+    if not isinstance(jobs, Mapping) or not all(isinstance(j, VAEJob) for j in jobs.values()):
+        raise TypeError(f"jobs must be a mapping of name to VAEJob; got {type(jobs).__name__}")
+    check_positive('workers', workers); names, jobs = list(jobs), list(jobs.values())
+    if workers == 1 or device != 'cpu' or len(jobs) < 2:
+        out = {}
+        for n, j in zip(names, jobs): t0 = time.perf_counter(); j.train(device, retrain); out[n] = round(time.perf_counter() - t0, 1)
+        return out
+    from concurrent.futures import ProcessPoolExecutor
+    import multiprocessing as mp, importlib
+    worker = importlib.import_module('manifold_nb.symmetry')._train_job     # the installed module's function, also when this runs in a notebook
+    size = lambda j: j.epochs*j.n_images()*_RELATIVE_COST.get(j.arch, max(_RELATIVE_COST.values()))   # an unknown architecture: scheduled as the slowest
+    order = sorted(range(len(jobs)), key=lambda i: -size(jobs[i]))
+    with ProcessPoolExecutor(min(workers, len(jobs)), mp_context=mp.get_context('spawn')) as ex:
+        futs = {i: ex.submit(worker, tuple(jobs[i]), retrain, str(cache_dir())) for i in order}
+        return {names[i]: round(futs[i].result(), 1) for i in range(len(jobs))}
 
 # %% ../nbs/05_symmetry_discovery.ipynb #82c2e6d9
 def latent_map_loss(T:nn.Module, # latent map (B, l) -> (B, l), e.g. a `LatentMap`
@@ -213,6 +276,7 @@ def train_flow(oracle:nn.Module, # latent (B, l) -> logits (B, K); frozen
                restarts:int=1, # independent trainings; the one with the lowest final training loss is kept (never a test metric)
                tangent_bases:torch.Tensor|None=None, # (N, m, l) orthonormal rows spanning the data's local tangent space at each point of Z (`local_tangent_bases`); None: no tangency term
                tangent_weight:float=1., # weight of the tangency loss mean_a ||(I - P) g_a||^2 (P: projection on the local tangent space)
+               monitor:torch.Tensor|None=None, # (M, l) latent points on which the four `FlowLosses` are recorded after every epoch (`.history['eval']`); None: not recorded
               ) -> LatentFlow:
     "Train `n_generators` oracle-preserving vector fields on the latent points `Z` (history in `.history`, every restart's final training loss in `.restart_losses`)."
     if weights is not None and not isinstance(weights, Mapping): raise TypeError(f"weights must be a mapping of loss name to weight; got {type(weights).__name__}")
@@ -231,10 +295,11 @@ def train_flow(oracle:nn.Module, # latent (B, l) -> logits (B, K); frozen
             total = total + tangent_weight*out.pow(2).sum(-1).mean()
         return total
     data = (Z,) if tangent_bases is None else (Z, tangent_bases)
+    watch = None if monitor is None else lambda m, epoch: {k: v.item() for k, v in flow_losses(m, oracle, monitor.to(get_device(device)), eps, closure=n_generators > 1)._asdict().items()}
     flows = []
     for r in range(restarts):
         set_seed(seed + r); flow = LatentFlow(Z.shape[1], n_generators, hidden)
-        flow.history = fit(flow, data, loss, epochs=epochs, lr=lr, batch_size=batch_size, device=device, seed=seed + r,
+        flow.history = fit(flow, data, loss, epochs=epochs, lr=lr, batch_size=batch_size, device=device, seed=seed + r, eval_fn=watch, progress=watch is None,   # monitored: no progress bar nor per-epoch line
                            desc=desc if restarts == 1 else f'{desc} (restart {r + 1}/{restarts})', scheduler='cosine')
         flows.append(flow)
     losses = [f.history['loss'][-1] for f in flows]
@@ -401,6 +466,31 @@ def classifier_accuracy(m:nn.Module, # classifier with a `classes` attribute (fr
     pred = torch.tensor(m.classes)[predict(m, Z, device=device).argmax(1)]
     return (pred == y).float().mean().item()
 
+# %% ../nbs/05_symmetry_discovery.ipynb #dcd04e2b
+class OracleScore(NamedTuple):
+    "Held-out accuracy of a latent oracle (classifier on a VAE's posterior means), as the document reports it."
+    accuracy: float  # share of held-out images (every stored angle) classified correctly
+    interval: list[float]  # (2,) its 95 % Wilson interval
+    train_accuracy: float  # the same on the training images: near `accuracy` when the latent, not overfitting, limits it
+    n_test_images: int  # held-out images behind `accuracy`
+
+def latent_oracle_score(vae:nn.Module, # trained VAE; its posterior means are the oracle's inputs
+                        X_train:torch.Tensor, # (N, 1, 28, 28) training images
+                        y_train:torch.Tensor, # (N,) their labels
+                        X_test:torch.Tensor, # (M, 1, 28, 28) held-out images
+                        y_test:torch.Tensor, # (M,) their labels
+                        classes:list, # the classes, in output order
+                        epochs:int=40, # oracle training epochs
+                        seed:int=0, # seeds the oracle
+                        device:str='cpu', # device to train on
+                       ) -> OracleScore:
+    "Train the latent oracle (`train_latent_classifier` on posterior means) and score it on held-out and training images."
+    _check_images('X_train', X_train); _check_images('X_test', X_test)
+    Ztr, Zte = encode_mean(vae, X_train, device=device), encode_mean(vae, X_test, device=device)
+    o = train_latent_classifier(Ztr, y_train, classes, epochs=epochs, seed=seed, device=device, desc=f'oracle {getattr(vae, "arch", "")} d={Ztr.shape[1]}')
+    acc = classifier_accuracy(o, Zte, y_test, device)
+    return OracleScore(acc, list(wilson_interval(int(round(acc*len(y_test))), len(y_test))), classifier_accuracy(o, Ztr, y_train, device), len(y_test))
+
 # %% ../nbs/05_symmetry_discovery.ipynb #84f474e4
 @dataclass
 class FlowAnalysis:
@@ -422,6 +512,8 @@ class FlowAnalysis:
     isotropic_span_share: float|None  # sqrt(G/l), the rms share of a random G-dim subspace (None in 2-D)
     final_losses: dict  # the four losses on held-out latents (`FlowLosses` field -> value)
     restart_train_losses: list[float]  # (restarts,) final training loss of every restart; the lowest one is kept
+    loss_curves: dict  # per epoch of the kept flow: 'train' (training loss) and the four `FlowLosses` on up to 1,000 held-out latents
+    loss_tail_change: float  # relative change of the held-out total loss over the last 20 % of epochs (near 0: converged)
     latent_scale: float  # the scalar that standardises the latents
     n_generators: int  # G
     n_test_images: int  # held-out images (all angles) behind the means
@@ -460,13 +552,18 @@ def flow_analysis(vae:nn.Module, # trained VAE whose posterior means are the lat
     _check_images('X_train', X_train, 5); _check_images('X_test', X_test, 5); A = X_train.shape[1]
     Ztr = encode_mean(vae, X_train.flatten(0, 1), device=device); Zte = encode_mean(vae, X_test.flatten(0, 1), device=device)
     shift, scale = Ztr.mean(0), Ztr.std(0).mean().item()      # one scalar scale: directions and cosines are unchanged
+    if not scale > 1e-6: raise ValueError(f"vae's posterior means do not vary (standard deviation {scale:.1e}): the latent has collapsed; "
+                                          "train the VAE with another seed or a lower learning rate")
     Ztr, Zte = (Ztr - shift)/scale, (Zte - shift)/scale
     ytr, yte = y_train.repeat_interleave(A), y_test.repeat_interleave(A)
     oracle = train_latent_classifier(Ztr, ytr, classes, epochs=oracle_epochs, seed=seed, device=device, desc=f'oracle {name}')
     acc = classifier_accuracy(oracle, Zte, yte, device)
     bases = None if tangent_dims is None else local_tangent_bases(Ztr, tangent_dims, neighbours)
     flow = train_flow(oracle, Ztr, n_generators, epochs=flow_epochs, eps=eps, seed=seed, device=device, desc=f'flow {name}', restarts=restarts,
-                      tangent_bases=bases)
+                      tangent_bases=bases, monitor=Zte[::max(1, len(Zte)//1000)])
+    curves = dict(train=flow.history['loss'], **{k: [e[k] for e in flow.history['eval']] for k in FlowLosses._fields})
+    total = np.sum([curves[k] for k in FlowLosses._fields], 0); k0 = max(0, int(round(0.8*len(total))) - 1)
+    tail = float(abs(total[-1] - total[k0])/max(abs(total[-1]), 1e-12))
     V = latent_rotation_direction(vae, X_test.flatten(0, 1), device=device)/scale
     with torch.no_grad():
         cos, _ = alignment_per_point(flow(Zte), V); al = field_alignment(flow(Zte), V)
@@ -485,7 +582,7 @@ def flow_analysis(vae:nn.Module, # trained VAE whose posterior means are the lat
                         random_flow_best_abs_cos=float(np.mean([f.best_abs_cos for f in floors])),
                         random_flow_span_share=float(np.mean([f.span_share for f in floors])), n_random_flows=n_random,
                         isotropic_abs_cos=isotropic_abs_cos(l), isotropic_span_share=math.sqrt(min(n_generators, l)/l) if l > 2 else None,
-                        final_losses=losses, restart_train_losses=flow.restart_losses, latent_scale=scale, n_generators=n_generators,
+                        final_losses=losses, restart_train_losses=flow.restart_losses, loss_curves=curves, loss_tail_change=tail, latent_scale=scale, n_generators=n_generators,
                         n_test_images=len(yte), tangent_dims=tangent_dims, oracle=oracle, flow=flow, Ztr=Ztr, Zte=Zte, V=V, shift=shift)
 
 # %% ../nbs/05_symmetry_discovery.ipynb #42430319
