@@ -22,7 +22,7 @@ from .data import rotation_angles, rotated_mnist_file, load_rotated_mnist
 from .cache import cache_dir, cached_model, fingerprint
 from .train import fit, predict
 from .probes import mean_interval, wilson_interval, MeanInterval
-from .models.vae import (train_vae, negative_elbo, encode_mean, encode_posterior, decode_images, rotate_latent_blocks)
+from .models.vae import (latent_rotation_error, train_vae, negative_elbo, encode_mean, encode_posterior, decode_images, rotate_latent_blocks)
 from .models.latent import (LatentMap, iterate_map, latent_orbits, orbit_average, LatentMLP, LatentFlow, lie_brackets,
                                        integrate_flow, RadialOracle, annulus_points, block_rotation_fields, OrbitPoolClassifier,
                                        so2_invariants)
@@ -108,7 +108,7 @@ class VAEJob(NamedTuple):
                          seed=self.seed, device=device, retrain=retrain)
 
 # images per second of one training step on one CPU thread, relative to the small convolutional VAE (measured; scheduling only)
-_RELATIVE_COST = dict(fc=0.6, small_conv=1.0, deep_conv=9.0, equivariant=6.5)
+_RELATIVE_COST = dict(fc=0.6, small_conv=1.0, c12=2.0, deep_conv=9.0, equivariant=6.5)
 
 def _train_job(job:tuple, # the fields of the `VAEJob` to train (plain values: a notebook's own classes cannot be sent to a worker)
                retrain:bool, # train again even if cached
@@ -561,6 +561,7 @@ def flow_analysis(vae:nn.Module, # trained VAE whose posterior means are the lat
     bases = None if tangent_dims is None else local_tangent_bases(Ztr, tangent_dims, neighbours)
     flow = train_flow(oracle, Ztr, n_generators, epochs=flow_epochs, eps=eps, seed=seed, device=device, desc=f'flow {name}', restarts=restarts,
                       tangent_bases=bases, monitor=Zte[::max(1, len(Zte)//1000)])
+    flow, oracle = flow.cpu(), oracle.cpu()   # trained wherever `device` says; analysed with the CPU latents below
     curves = dict(train=flow.history['loss'], **{k: [e[k] for e in flow.history['eval']] for k in FlowLosses._fields})
     total = np.sum([curves[k] for k in FlowLosses._fields], 0); k0 = max(0, int(round(0.8*len(total))) - 1)
     tail = float(abs(total[-1] - total[k0])/max(abs(total[-1]), 1e-12))
@@ -652,7 +653,8 @@ def invariance_study(*,
     "Accuracy and consistency per test angle of plain, orbit-averaged, orbit-pooled, equivariant-invariant and oracle classifiers."
     _check_images('X_train', X_train, 5); _check_images('X_test', X_test, 5)
     (n_tr, A), cl, T = X_train.shape[:2], torch.tensor(classes), latent_map
-    enc = lambda v, X: encode_mean(v, X, device=device)
+    enc = lambda v, X: encode_mean(v, X, device=device)   # latents come back on the CPU
+    T = T.cpu()                                           # so does the latent map that acts on them
     Z0, Zt = enc(plain_vae, X_train[:, 0]), enc(plain_vae, X_test.flatten(0, 1))
     E0, Et = enc(equivariant_vae, X_train[:, 0]), enc(equivariant_vae, X_test.flatten(0, 1))
     feats = dict(plain=(Z0, Zt), orbit_average=(orbit_average(T, Z0, A), orbit_average(T, Zt, A)),
