@@ -335,7 +335,7 @@ def reproduce(profile:str='full', # "quick" or "full"
               timeout:int|None=3600, # seconds per cell (None: no limit)
               progress:bool=True, # papermill progress bar (only with jobs=1)
               nbs:str|Path|None=None, # notebook folder (default `nbs_dir()`)
-              jobs:int=1, # notebooks run at once, each in its own kernel; the data notebook always runs first, alone
+              jobs:int=1, # notebooks run at once, each in its own kernel at one thread; the data notebook always runs first, alone
              ) -> RunRecord:
     "Run the notebooks and record the run in `out/run.json`; `NotebookError` (after all ran) if any failed."
     check_choice('profile', profile, PROFILES)
@@ -346,8 +346,12 @@ def reproduce(profile:str='full', # "quick" or "full"
     out = Path(out).resolve(); out.mkdir(parents=True, exist_ok=True)
     t0, todo = time.time(), [n for n in names if not only or n in only]
     rec = RunRecord(profile, time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime()), git_commit(nbs or nbs_dir()), [], jobs)
+    paths = notebooks(nbs)
     def one(n):   # with several at once, papermill's bars and streamed cell output would interleave: the record and kernel logs keep them
-        return _outcome(n, out, lambda: run_notebook(n, profile=profile, out=out, timeout=timeout, progress=progress and jobs == 1,
+        # side by side, a notebook gets one torch thread (its `threads` parameter): two notebooks at two threads each on
+        # two cores oversubscribe them, and small models then train several times slower (benchmarks/collection.py)
+        params = {'threads': 1} if jobs > 1 and 'threads' in notebook_parameters(paths[n]) else None
+        return _outcome(n, out, lambda: run_notebook(n, params, profile=profile, out=out, timeout=timeout, progress=progress and jobs == 1,
                                                      log_output=jobs == 1, nbs=nbs))
     def done(o):
         rec.notebooks.append(o); rec.notebooks.sort(key=lambda o: names.index(o.name))

@@ -291,9 +291,10 @@ def test_reproduce_records_and_prints_each_stage_and_peak_memory(tmp_path, capsy
 
 def _interval_notebook(folder, name, sleep):
     "A notebook that records when its kernel started and ended its one cell (time.time()) in metrics.json."
-    params = nbformat.v4.new_code_cell('profile = "quick"   # profile\nout_dir = "x"   # output folder', metadata=dict(tags=["parameters"]))
+    params = nbformat.v4.new_code_cell('profile = "quick"   # profile\nout_dir = "x"   # output folder\nthreads: int = None   # torch threads',
+                                       metadata=dict(tags=["parameters"]))
     body = (f"import time\nfrom manifold_nb.runs import Run\nrun = Run(out_dir, name='{name}')\nt0 = time.time()\n"
-            f"with run.stage('sleep'): time.sleep({sleep})\nrun.log(t0=t0, t1=time.time()).save()")
+            f"with run.stage('sleep'): time.sleep({sleep})\nrun.log(t0=t0, t1=time.time(), threads=threads).save()")
     kernel = dict(kernelspec=dict(name="python3", display_name="python3", language="python"))
     folder.mkdir(exist_ok=True)
     nbformat.write(nbformat.v4.new_notebook(cells=[params, nbformat.v4.new_code_cell(body)], metadata=kernel), str(folder / f"{name}.ipynb"))
@@ -310,6 +311,7 @@ def test_reproduce_jobs_runs_notebooks_side_by_side_after_the_data_notebook(tmp_
     assert t["data"]["t1"] <= min(t["a"]["t0"], t["b"]["t0"])                           # the data notebook first, alone
     overlap = min(t["a"]["t1"], t["b"]["t1"]) - max(t["a"]["t0"], t["b"]["t0"])
     assert (overlap > 1.0) if jobs == 2 else (overlap < 0)                               # side by side only with jobs=2
+    assert [t[n]["threads"] for n in ("a", "b")] == ([1, 1] if jobs == 2 else [None, None])  # side by side: one thread each
     assert read_record(out).seconds == rec.seconds and rec.seconds < sum(o.seconds for o in rec.notebooks) + 1
 
 
