@@ -341,12 +341,11 @@ def reproduce(profile:str='full', # "quick" or "full"
     check_choice('profile', profile, PROFILES)
     if isinstance(jobs, bool) or not isinstance(jobs, int): raise TypeError(f"jobs must be an int; got {type(jobs).__name__}")
     check_positive('jobs', jobs)
-    names = list(notebooks(nbs))
+    paths = notebooks(nbs); names = list(paths)
     for n in only or []: check_choice('notebook', n, names)
     out = Path(out).resolve(); out.mkdir(parents=True, exist_ok=True)
     t0, todo = time.time(), [n for n in names if not only or n in only]
     rec = RunRecord(profile, time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime()), git_commit(nbs or nbs_dir()), [], jobs)
-    paths = notebooks(nbs)
     def one(n):   # with several at once, papermill's bars and streamed cell output would interleave: the record and kernel logs keep them
         # side by side, a notebook gets one torch thread (its `threads` parameter): two notebooks at two threads each on
         # two cores oversubscribe them, and small models then train several times slower (benchmarks/collection.py)
