@@ -18,10 +18,10 @@ from .runs import PROFILES
 from .utils import CUBLAS_WORKSPACE, atomic_write, check_choice, check_positive
 
 # %% auto #0
-__all__ = ['CONVERTERS', 'nbs_dir', 'notebooks', 'NotebookParameter', 'notebook_parameters', 'parse_value', 'parse_params',
-           'check_values', 'ThisPythonKernelManager', 'NotebookError', 'run_notebook', 'key_metrics', 'git_commit',
-           'NotebookOutcome', 'RunRecord', 'read_record', 'stage_table', 'format_stage_table', 'reproduce',
-           'readme_markdown']
+__all__ = ['CONVERTERS', 'TYPICAL_SECONDS', 'nbs_dir', 'notebooks', 'NotebookParameter', 'notebook_parameters', 'parse_value',
+           'parse_params', 'check_values', 'ThisPythonKernelManager', 'NotebookError', 'run_notebook', 'key_metrics',
+           'git_commit', 'NotebookOutcome', 'RunRecord', 'read_record', 'stage_table', 'format_stage_table',
+           'longest_first', 'reproduce', 'readme_markdown']
 
 # %% ../nbs/core/05_harness.ipynb #199a5245
 def nbs_dir() -> Path:
@@ -259,7 +259,7 @@ class NotebookOutcome(NamedTuple):
     seconds: float # wall time, kernel start included
     notebook: str # absolute path of the executed notebook (it exists for a failed run too, up to the failing cell)
     error: str|None # the one-line error of a failed run (cell, exception, message), None when ok
-    stages: list|None = None # the notebook's timed stages from its metrics.json: [{name, seconds}, ...] (None: no metrics)
+    stages: list|None = None # the notebook's timed stages from its metrics.json: [{name, seconds, peak_rss_mb}, ...] (None: no metrics)
     peak_rss_mb: float|None = None # peak resident memory of the notebook's kernel in MiB, from its metrics.json (None: not recorded)
 
 class RunRecord(NamedTuple):
@@ -300,7 +300,7 @@ def _outcome(name:str, out:Path, run:Callable[[], Path]) -> NotebookOutcome:
 
 def stage_table(rec:RunRecord|str|Path, # a `RunRecord`, or the output root of a `reproduce` run (its run.json)
                ) -> 'pd.DataFrame':
-    "Columns notebook, stage, seconds, peak_rss_mb: each notebook's stages, its time outside them and its total; then the grand total."
+    "Columns notebook, stage, seconds, peak_rss_mb: each notebook's stages (with its peak memory so far), its time outside them and its total; then the grand total."
     import pandas as pd
     if not isinstance(rec, RunRecord):
         found = read_record(rec)
@@ -309,7 +309,7 @@ def stage_table(rec:RunRecord|str|Path, # a `RunRecord`, or the output root of a
     rows = []
     for o in rec.notebooks:
         stages = o.stages or []
-        rows += [dict(notebook=o.name, stage=s['name'], seconds=float(s['seconds']), peak_rss_mb=math.nan) for s in stages]
+        rows += [dict(notebook=o.name, stage=s['name'], seconds=float(s['seconds']), peak_rss_mb=s.get('peak_rss_mb', math.nan)) for s in stages]   # the peak so far, at the stage's end
         rest = o.seconds - sum(float(s['seconds']) for s in stages)
         rows.append(dict(notebook=o.name, stage='(outside stages)', seconds=round(rest, 3), peak_rss_mb=math.nan))
         rows.append(dict(notebook=o.name, stage='total' + ('' if o.status == 'ok' else ' (failed)'), seconds=o.seconds,
@@ -329,13 +329,30 @@ def format_stage_table(table:'pd.DataFrame' # from `stage_table`
 def _write_stages(rec:RunRecord, out:Path) -> Path:
     return atomic_write(out/'stages.csv', lambda p: stage_table(rec).to_csv(p, index=False))
 
+_BLAS_THREAD_VARS = ('OMP_NUM_THREADS', 'OPENBLAS_NUM_THREADS', 'MKL_NUM_THREADS')   # read by the BLAS libraries when a process starts
+
+# wall seconds of each notebook in `reproduce --jobs 2` on 2 cores (full: 2026-11-30, empty cache; quick: the test suite's
+# runs): with several notebooks at once the longest start first, so that no long one is left running alone at the end
+# (a later run in the same output folder orders by its own record instead)
+TYPICAL_SECONDS = dict(full=dict(ae_tangent=1520, symmetry_discovery=1090, release_fidelity=630, generators=480, friction_maps=40),
+                       quick=dict(generators=215, ae_tangent=180, symmetry_discovery=120, friction_maps=35, release_fidelity=33))
+
+def longest_first(names:list, # notebook names to order
+                  profile:str, # "quick" or "full"
+                  previous:RunRecord|None=None, # an earlier run's record: its seconds, where it has them, take precedence
+                 ) -> list:
+    "`names` by expected wall time, longest first (unknown ones last, in the given order)."
+    seen = {o.name: o.seconds for o in previous.notebooks if o.status == 'ok'} if previous and previous.profile == profile else {}
+    expect = {n: seen.get(n, TYPICAL_SECONDS.get(profile, {}).get(n, 0.)) for n in names}
+    return sorted(names, key=lambda n: -expect[n])   # stable: ties keep the collection's order
+
 def reproduce(profile:str='full', # "quick" or "full"
               out:str|Path='outputs', # output root
               only:list|None=None, # notebook names to run (default: all, in order)
               timeout:int|None=3600, # seconds per cell (None: no limit)
               progress:bool=True, # papermill progress bar (only with jobs=1)
               nbs:str|Path|None=None, # notebook folder (default `nbs_dir()`)
-              jobs:int=1, # notebooks run at once, each in its own kernel at one thread; the data notebook always runs first, alone
+              jobs:int=1, # notebooks run at once, each in its own kernel at one torch and one BLAS thread, longest first (`longest_first`); the data notebook always runs first, alone
              ) -> RunRecord:
     "Run the notebooks and record the run in `out/run.json`; `NotebookError` (after all ran) if any failed."
     check_choice('profile', profile, PROFILES)
@@ -343,7 +360,7 @@ def reproduce(profile:str='full', # "quick" or "full"
     check_positive('jobs', jobs)
     paths = notebooks(nbs); names = list(paths)
     for n in only or []: check_choice('notebook', n, names)
-    out = Path(out).resolve(); out.mkdir(parents=True, exist_ok=True)
+    out = Path(out).resolve(); out.mkdir(parents=True, exist_ok=True); previous = read_record(out)
     t0, todo = time.time(), [n for n in names if not only or n in only]
     rec = RunRecord(profile, time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime()), git_commit(nbs or nbs_dir()), [], jobs)
     def one(n):   # with several at once, papermill's bars and streamed cell output would interleave: the record and kernel logs keep them
@@ -359,13 +376,23 @@ def reproduce(profile:str='full', # "quick" or "full"
     first = [n for n in todo if n == 'data'] if jobs > 1 else todo   # the data notebook prepares files the others read
     for n in first: done(one(n))
     if jobs > 1:
+        # the BLAS and OpenMP pools of NumPy/SciPy (OpenBLAS) ignore torch's thread count: side by side, each kernel (and the
+        # worker processes it spawns) gets one BLAS thread too; at two each, 01's CG solves ran 2x slower on 2 cores
+        env0 = {v: os.environ.get(v) for v in _BLAS_THREAD_VARS}
+        os.environ.update({v: '1' for v in _BLAS_THREAD_VARS})
         # threads suffice to run kernels side by side (each notebook runs in its own kernel process); the model cache's
         # file locks make a notebook wait for a model another one is training (the SVAE of 02 and 03) instead of training it twice
         from concurrent.futures import ThreadPoolExecutor, as_completed
         with ThreadPoolExecutor(jobs) as ex:
-            for f in as_completed([ex.submit(one, n) for n in todo if n not in first]): done(f.result())
+            try:
+                rest = longest_first([n for n in todo if n not in first], profile, previous)
+                for f in as_completed([ex.submit(one, n) for n in rest]): done(f.result())
+            finally:
+                for v, x in env0.items():
+                    if x is None: os.environ.pop(v, None)
+                    else: os.environ[v] = x
     rec = rec._replace(seconds=round(time.time() - t0, 2)); _write_record(rec, out)
-    print(f"\nstages of the run (seconds; peak resident memory of each notebook's kernel in MiB; also in {out/'stages.csv'}):\n"
+    print(f"\nstages of the run (seconds; peak resident memory of each notebook's kernel in MiB, so far at the end of each stage; also in {out/'stages.csv'}):\n"
           + format_stage_table(stage_table(rec)) + f"\nwall time of the run: {rec.seconds:.0f} s ({rec.seconds/60:.1f} min) with {jobs} notebook(s) at once")
     failed = [o.name for o in rec.notebooks if o.status != 'ok']
     if failed: raise NotebookError(f"{len(failed)} of {len(rec.notebooks)} notebook(s) failed: {failed}; record: {out/'run.json'}")

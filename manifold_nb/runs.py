@@ -65,11 +65,11 @@ class Run:
     @contextlib.contextmanager
     def stage(self, name:str, # what the stage does, e.g. "train CNN" or "tangent angles"
              ):
-        "Time the `with` block and record it as stage `name` (wall seconds) in `metrics.json`'s `stages`."
+        "Time the `with` block and record it as stage `name` in `metrics.json`'s `stages`: wall seconds, and the peak memory so far (`peak_rss_mb` at its end: the stage that raises it is the one that needed it)."
         if not isinstance(name, str) or not name: raise TypeError(f"name must be a non-empty str; got {name!r}")
         t0 = time.perf_counter()
         try: yield
-        finally: self.stages.append(dict(name=name, seconds=round(time.perf_counter() - t0, 3)))
+        finally: self.stages.append(dict(name=name, seconds=round(time.perf_counter() - t0, 3), peak_rss_mb=peak_rss_mb()))
 
     def savefig(self, fig, # matplotlib figure
                 name:str, # file name without extension

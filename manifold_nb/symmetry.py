@@ -127,7 +127,7 @@ def train_vaes_side_by_side(jobs:Mapping[str, VAEJob], # the VAEs to train, by n
     if not isinstance(jobs, Mapping) or not all(isinstance(j, VAEJob) for j in jobs.values()):
         raise TypeError(f"jobs must be a mapping of name to VAEJob; got {type(jobs).__name__}")
     check_positive('workers', workers); names, jobs = list(jobs), list(jobs.values())
-    if workers == 1 or device != 'cpu' or len(jobs) < 2:
+    if workers == 1 or get_device(device).type != 'cpu' or len(jobs) < 2:   # a torch.device too (never equal to the string 'cpu')
         out = {}
         for n, j in zip(names, jobs): t0 = time.perf_counter(); j.train(device, retrain); out[n] = round(time.perf_counter() - t0, 1)
         return out

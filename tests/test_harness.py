@@ -282,6 +282,7 @@ def test_reproduce_records_and_prints_each_stage_and_peak_memory(tmp_path, capsy
     table = pd.read_csv(out / "stages.csv")
     rows = {(r.notebook, r.stage): r for r in table.itertuples()}
     assert rows[("big", "train")].seconds == big.stages[1]["seconds"] and rows[("big", "total")].seconds == big.seconds
+    assert rows[("big", "hold memory")].peak_rss_mb - rows[("big", "train")].peak_rss_mb >= 550  # each stage: the peak so far, at its end
     assert abs(rows[("big", "(outside stages)")].seconds + sum(s["seconds"] for s in big.stages) - big.seconds) < 0.01
     assert rows[("(all)", "total")].seconds == round(big.seconds + small.seconds, 2)
     assert rows[("(all)", "total")].peak_rss_mb == big.peak_rss_mb == rows[("big", "total")].peak_rss_mb
@@ -294,7 +295,9 @@ def _interval_notebook(folder, name, sleep):
     params = nbformat.v4.new_code_cell('profile = "quick"   # profile\nout_dir = "x"   # output folder\nthreads: int = None   # torch threads',
                                        metadata=dict(tags=["parameters"]))
     body = (f"import time\nfrom manifold_nb.runs import Run\nrun = Run(out_dir, name='{name}')\nt0 = time.time()\n"
-            f"with run.stage('sleep'): time.sleep({sleep})\nrun.log(t0=t0, t1=time.time(), threads=threads).save()")
+            f"with run.stage('sleep'): time.sleep({sleep})\nimport numpy, threadpoolctl\n"
+            "blas = max(i['num_threads'] for i in threadpoolctl.threadpool_info() if i['user_api'] == 'blas')\n"
+            "run.log(t0=t0, t1=time.time(), threads=threads, blas_threads=blas).save()")
     kernel = dict(kernelspec=dict(name="python3", display_name="python3", language="python"))
     folder.mkdir(exist_ok=True)
     nbformat.write(nbformat.v4.new_notebook(cells=[params, nbformat.v4.new_code_cell(body)], metadata=kernel), str(folder / f"{name}.ipynb"))
@@ -305,6 +308,7 @@ def test_reproduce_jobs_runs_notebooks_side_by_side_after_the_data_notebook(tmp_
     nbs = tmp_path / "nbs"
     for name, sleep in [("00_data", 0.5), ("01_a", 2.0), ("02_b", 2.0)]: _interval_notebook(nbs, name, sleep)
     out = tmp_path / "out"
+    blas_env = os.environ.get("OPENBLAS_NUM_THREADS")
     rec = reproduce("quick", out=out, nbs=nbs, progress=False, jobs=jobs)
     assert [o.name for o in rec.notebooks] == ["data", "a", "b"] and rec.jobs == jobs   # recorded in the notebooks' order
     t = {o.name: json.loads((out / o.name / "metrics.json").read_text()) for o in rec.notebooks}
@@ -312,9 +316,22 @@ def test_reproduce_jobs_runs_notebooks_side_by_side_after_the_data_notebook(tmp_
     overlap = min(t["a"]["t1"], t["b"]["t1"]) - max(t["a"]["t0"], t["b"]["t0"])
     assert (overlap > 1.0) if jobs == 2 else (overlap < 0)                               # side by side only with jobs=2
     assert [t[n]["threads"] for n in ("a", "b")] == ([1, 1] if jobs == 2 else [None, None])  # side by side: one thread each
+    if jobs == 2: assert [t[n]["blas_threads"] for n in ("a", "b")] == [1, 1]               # and one BLAS thread (OpenBLAS ignores torch's)
+    assert os.environ.get("OPENBLAS_NUM_THREADS") == blas_env                               # this process's environment is restored
     assert read_record(out).seconds == rec.seconds and rec.seconds < sum(o.seconds for o in rec.notebooks) + 1
 
 
 def test_reproduce_refuses_bad_jobs(tmp_path):
     with pytest.raises(TypeError, match="jobs must be an int"): reproduce("quick", out=tmp_path, jobs=1.5)
     with pytest.raises(ValueError, match="jobs"): reproduce("quick", out=tmp_path, jobs=0)
+
+
+def test_longest_first_orders_by_the_previous_record_then_the_typical_seconds():
+    from manifold_nb.harness import NotebookOutcome, RunRecord, TYPICAL_SECONDS, longest_first, notebooks
+    for p in ("quick", "full"): assert set(TYPICAL_SECONDS[p]) == set(notebooks()) - {"data"}   # every study, no stale name
+    names = ["generators", "release_fidelity", "friction_maps", "ae_tangent", "symmetry_discovery"]
+    assert longest_first(names, "full") == ["ae_tangent", "symmetry_discovery", "release_fidelity", "generators", "friction_maps"]
+    prev = RunRecord("full", "t", None, [NotebookOutcome("friction_maps", "ok", 5000., "x", None), NotebookOutcome("ae_tangent", "failed", 1., "x", "boom")])
+    assert longest_first(names, "full", prev)[:2] == ["friction_maps", "ae_tangent"]       # measured beats typical; a failure's time does not count
+    assert longest_first(names, "quick", prev)[0] == "generators"                          # another profile's record is ignored
+    assert longest_first(["x", "y"], "full") == ["x", "y"]                                 # unknown: the given order

@@ -247,7 +247,9 @@ def test_vaes_side_by_side_match_in_process(tmp_path, monkeypatch):
     monkeypatch.setenv("MANIFOLD_NB_CACHE", str(tmp_path / "cache"))
     path = str(rotated_mnist_file([1, 2], "train", 4, 30, 0))
     jobs = {"a": VAEJob("small_conv", 2, path, 1, 1e-3), "b": VAEJob("fc", 2, path, 1, 1e-3, stride=2)}
-    secs = train_vaes_side_by_side(jobs, workers=2)
+    with monkeypatch.context() as mp:   # a torch.device (as a notebook resolves "auto") trains in the workers too, never here
+        mp.setattr(VAEJob, "train", lambda *a, **k: pytest.fail("trained in the parent process, not in the workers"))
+        secs = train_vaes_side_by_side(jobs, workers=2, device=torch.device("cpu"))
     assert set(secs) == {"a", "b"}
     cached = {k: j.train() for k, j in jobs.items()}
     assert all(v.cache_info["hit"] for v in cached.values())
