@@ -18,10 +18,10 @@ from .runs import PROFILES
 from .utils import CUBLAS_WORKSPACE, atomic_write, check_choice, check_positive
 
 # %% auto #0
-__all__ = ['CONVERTERS', 'TYPICAL_SECONDS', 'nbs_dir', 'notebooks', 'NotebookParameter', 'notebook_parameters', 'parse_value',
-           'parse_params', 'check_values', 'ThisPythonKernelManager', 'NotebookError', 'run_notebook', 'key_metrics',
-           'git_commit', 'NotebookOutcome', 'RunRecord', 'read_record', 'stage_table', 'format_stage_table',
-           'longest_first', 'reproduce', 'readme_markdown']
+__all__ = ['CONVERTERS', 'SIDE_BY_SIDE', 'TYPICAL_SECONDS', 'nbs_dir', 'notebooks', 'NotebookParameter', 'notebook_parameters',
+           'parse_value', 'parse_params', 'check_values', 'ThisPythonKernelManager', 'NotebookError', 'run_notebook',
+           'key_metrics', 'git_commit', 'NotebookOutcome', 'RunRecord', 'read_record', 'stage_table',
+           'format_stage_table', 'longest_first', 'reproduce', 'readme_markdown']
 
 # %% ../nbs/core/05_harness.ipynb #199a5245
 def nbs_dir() -> Path:
@@ -330,6 +330,11 @@ def _write_stages(rec:RunRecord, out:Path) -> Path:
     return atomic_write(out/'stages.csv', lambda p: stage_table(rec).to_csv(p, index=False))
 
 _BLAS_THREAD_VARS = ('OMP_NUM_THREADS', 'OPENBLAS_NUM_THREADS', 'MKL_NUM_THREADS')   # read by the BLAS libraries when a process starts
+# the parameters `reproduce --jobs N` (N > 1) gives every notebook that declares them: one torch thread, and no worker processes
+# of its own (04's autoencoders, 05's VAEs), so that N notebooks keep N cores busy without oversubscribing them: four
+# single-thread processes on two cores (two notebooks with two workers each) trained the full profile's models 30-40 %
+# slower per core than two
+SIDE_BY_SIDE = dict(threads=1, workers=1, train_processes=1)
 
 # wall seconds of each notebook in `reproduce --jobs 2` on 2 cores (full: 2026-11-30, empty cache; quick: the test suite's
 # runs): with several notebooks at once the longest start first, so that no long one is left running alone at the end
@@ -364,9 +369,10 @@ def reproduce(profile:str='full', # "quick" or "full"
     t0, todo = time.time(), [n for n in names if not only or n in only]
     rec = RunRecord(profile, time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime()), git_commit(nbs or nbs_dir()), [], jobs)
     def one(n):   # with several at once, papermill's bars and streamed cell output would interleave: the record and kernel logs keep them
-        # side by side, a notebook gets one torch thread (its `threads` parameter): two notebooks at two threads each on
-        # two cores oversubscribe them, and small models then train several times slower (benchmarks/collection.py)
-        params = {'threads': 1} if jobs > 1 and 'threads' in notebook_parameters(paths[n]) else None
+        # side by side, a notebook gets one process with one torch thread (the `SIDE_BY_SIDE` parameters it has): two notebooks at
+        # two threads each on two cores oversubscribe them, and small models then train several times slower (benchmarks/collection.py)
+        declared = notebook_parameters(paths[n])
+        params = {k: v for k, v in SIDE_BY_SIDE.items() if k in declared} or None if jobs > 1 else None
         return _outcome(n, out, lambda: run_notebook(n, params, profile=profile, out=out, timeout=timeout, progress=progress and jobs == 1,
                                                      log_output=jobs == 1, nbs=nbs))
     def done(o):

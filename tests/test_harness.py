@@ -292,12 +292,12 @@ def test_reproduce_records_and_prints_each_stage_and_peak_memory(tmp_path, capsy
 
 def _interval_notebook(folder, name, sleep):
     "A notebook that records when its kernel started and ended its one cell (time.time()) in metrics.json."
-    params = nbformat.v4.new_code_cell('profile = "quick"   # profile\nout_dir = "x"   # output folder\nthreads: int = None   # torch threads',
-                                       metadata=dict(tags=["parameters"]))
+    params = nbformat.v4.new_code_cell('profile = "quick"   # profile\nout_dir = "x"   # output folder\nthreads: int = None   # torch threads\n'
+                                       'workers: int = None   # worker processes', metadata=dict(tags=["parameters"]))
     body = (f"import time\nfrom manifold_nb.runs import Run\nrun = Run(out_dir, name='{name}')\nt0 = time.time()\n"
             f"with run.stage('sleep'): time.sleep({sleep})\nimport numpy, threadpoolctl\n"
             "blas = max(i['num_threads'] for i in threadpoolctl.threadpool_info() if i['user_api'] == 'blas')\n"
-            "run.log(t0=t0, t1=time.time(), threads=threads, blas_threads=blas).save()")
+            "run.log(t0=t0, t1=time.time(), threads=threads, workers=workers, blas_threads=blas).save()")
     kernel = dict(kernelspec=dict(name="python3", display_name="python3", language="python"))
     folder.mkdir(exist_ok=True)
     nbformat.write(nbformat.v4.new_notebook(cells=[params, nbformat.v4.new_code_cell(body)], metadata=kernel), str(folder / f"{name}.ipynb"))
@@ -316,6 +316,7 @@ def test_reproduce_jobs_runs_notebooks_side_by_side_after_the_data_notebook(tmp_
     overlap = min(t["a"]["t1"], t["b"]["t1"]) - max(t["a"]["t0"], t["b"]["t0"])
     assert (overlap > 1.0) if jobs == 2 else (overlap < 0)                               # side by side only with jobs=2
     assert [t[n]["threads"] for n in ("a", "b")] == ([1, 1] if jobs == 2 else [None, None])  # side by side: one thread each
+    assert [t[n]["workers"] for n in ("a", "b")] == ([1, 1] if jobs == 2 else [None, None])  # and no worker processes of their own
     if jobs == 2: assert [t[n]["blas_threads"] for n in ("a", "b")] == [1, 1]               # and one BLAS thread (OpenBLAS ignores torch's)
     assert os.environ.get("OPENBLAS_NUM_THREADS") == blas_env                               # this process's environment is restored
     assert read_record(out).seconds == rec.seconds and rec.seconds < sum(o.seconds for o in rec.notebooks) + 1
