@@ -49,27 +49,21 @@ def case(name:str, n:int):
     raise ValueError(f"model must be one of ['cnn', 'conv_ae', 'vae']; got {name!r}")
 
 
-def channels_last_loss(loss_fn):
-    "`loss_fn` with its batch's images converted to channels-last memory format first."
-    return lambda m, b: loss_fn(m, (b[0].contiguous(memory_format=torch.channels_last), *b[1:]))
-
-
 class Variant:
     "One setting of a comparison: a model built once (compiled / converted as asked), trained `steps` steps per call."
     def __init__(self, name, model, steps, loader=False, channels_last=False, compiled=False):
         build, loss, self.data = case(model, steps*BATCH)
         torch.manual_seed(0); self.model = build()
-        if channels_last: self.model = self.model.to(memory_format=torch.channels_last); loss = channels_last_loss(loss)
         self.compile_s = 0.
         if compiled: self.model = torch.compile(self.model)
-        self.name, self.loss, self.steps, self.loader = name, loss, steps, loader
+        self.name, self.loss, self.steps, self.loader, self.channels_last = name, loss, steps, loader, channels_last
         t0 = time.perf_counter(); self.ms_per_step(); self.warmup_s = time.perf_counter() - t0   # warm-up (compiles)
 
     def ms_per_step(self) -> float:
         train._USE_DATALOADER = self.loader
         try:
             t0 = time.perf_counter()
-            train.fit(self.model, self.data, self.loss, epochs=1, batch_size=BATCH, progress=False, seed=0)
+            train.fit(self.model, self.data, self.loss, epochs=1, batch_size=BATCH, progress=False, seed=0, channels_last=self.channels_last)
             return 1e3*(time.perf_counter() - t0)/self.steps
         finally: train._USE_DATALOADER = False
 

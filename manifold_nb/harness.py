@@ -151,6 +151,7 @@ def check_values(notebook:str|Path, # the notebook's name or path (for the messa
 class ThisPythonKernelManager(AsyncKernelManager):
     "A kernel manager that starts ipykernel under `sys.executable`, whatever kernelspecs `JUPYTER_PATH` holds."
     log_path: Path|None = None  # file for the kernel process's own stderr (ipykernel's log, crash messages); None: inherited
+    extra_env: dict = {}  # environment variables set for the kernel (and the processes it starts) on top of this process's
 
     @default('kernel_spec_manager')
     def _kernel_spec_manager_default(self): return KernelSpecManager(kernel_dirs=[], ensure_native_kernel=True)
@@ -160,6 +161,7 @@ class ThisPythonKernelManager(AsyncKernelManager):
         # MPLBACKEND=Agg (set for headless runs and CI) would reach the kernel and silently drop every inline figure
         kw['env'] = {k: v for k, v in kw.get('env', os.environ).items() if k != 'MPLBACKEND'}
         kw['env'].setdefault('CUBLAS_WORKSPACE_CONFIG', CUBLAS_WORKSPACE)   # deterministic cuBLAS, set before any CUDA call (`set_determinism`)
+        kw['env'].update(self.extra_env)
         if self.log_path is None: return await super().start_kernel(**kw)
         with open(self.log_path, 'ab') as f: return await super().start_kernel(stderr=f, **kw)
 
@@ -183,12 +185,12 @@ def _failed_cell(dest:Path, error:str) -> tuple[str, int|None]:
     where = f'cell [{c.execution_count}]' if c.execution_count else f'cell #{i + 1} of the executed notebook'
     return f'{where} ({first})', c.execution_count
 
-def _execute(src:Path, dest:Path, name:str, params:dict, timeout, progress:bool, log_output:bool):
+def _execute(src:Path, dest:Path, name:str, params:dict, timeout, progress:bool, log_output:bool, env:dict|None=None):
     import papermill as pm
     from nbclient.exceptions import CellTimeoutError, DeadKernelError
     where = f"executed notebook (open it to see the cell): {dest}"
     log = dest.with_suffix('.kernel.log'); log.unlink(missing_ok=True)
-    km = type('ThisPythonKernelManager', (ThisPythonKernelManager,), dict(log_path=log))
+    km = type('ThisPythonKernelManager', (ThisPythonKernelManager,), dict(log_path=log, extra_env=dict(env or {})))
     try:
         pm.execute_notebook(str(src), str(dest), parameters=params, kernel_name='python3', language='python',
                             progress_bar=progress, log_output=log_output, execution_timeout=timeout, cwd=os.getcwd(),
@@ -216,6 +218,7 @@ def run_notebook(name:str, # short name, see `manifold-nb list`
                  progress:bool=True, # papermill progress bar
                  log_output:bool=True, # stream cell output (training logs, cache hits) to the log
                  nbs:str|Path|None=None, # notebook folder (default `nbs_dir()`)
+                 env:dict|None=None, # environment variables of the kernel on top of this process's (e.g. BLAS thread counts)
                 ) -> Path:
     "Execute notebook `name` with papermill; return the executed notebook's path (metrics are beside it)."
     nbs_ = notebooks(nbs); check_choice('notebook', name, nbs_)
@@ -225,7 +228,7 @@ def run_notebook(name:str, # short name, see `manifold-nb list`
     out_dir = (Path(out)/name).resolve(); out_dir.mkdir(parents=True, exist_ok=True)
     params['out_dir'] = str(out_dir)
     dest = out_dir/f'{name}.ipynb'
-    _execute(nbs_[name], dest, name, params, timeout, progress, log_output)
+    _execute(nbs_[name], dest, name, params, timeout, progress, log_output, env)
     return dest
 
 # %% ../nbs/core/05_harness.ipynb #6fbc5708
@@ -373,8 +376,11 @@ def reproduce(profile:str='full', # "quick" or "full"
         # two threads each on two cores oversubscribe them, and small models then train several times slower (benchmarks/collection.py)
         declared = notebook_parameters(paths[n])
         params = {k: v for k, v in SIDE_BY_SIDE.items() if k in declared} or None if jobs > 1 else None
+        # the BLAS and OpenMP pools of NumPy/SciPy (OpenBLAS) ignore torch's thread count: side by side, each kernel (and the
+        # worker processes it spawns) gets one BLAS thread too; at two each, 01's CG solves ran 2x slower on 2 cores
+        env = {v: '1' for v in _BLAS_THREAD_VARS} if jobs > 1 else None
         return _outcome(n, out, lambda: run_notebook(n, params, profile=profile, out=out, timeout=timeout, progress=progress and jobs == 1,
-                                                     log_output=jobs == 1, nbs=nbs))
+                                                     log_output=jobs == 1, nbs=nbs, env=env))
     def done(o):
         rec.notebooks.append(o); rec.notebooks.sort(key=lambda o: names.index(o.name))
         _write_record(rec, out); _write_stages(rec, out)   # after each notebook: an interrupted run still leaves its record
@@ -382,21 +388,12 @@ def reproduce(profile:str='full', # "quick" or "full"
     first = [n for n in todo if n == 'data'] if jobs > 1 else todo   # the data notebook prepares files the others read
     for n in first: done(one(n))
     if jobs > 1:
-        # the BLAS and OpenMP pools of NumPy/SciPy (OpenBLAS) ignore torch's thread count: side by side, each kernel (and the
-        # worker processes it spawns) gets one BLAS thread too; at two each, 01's CG solves ran 2x slower on 2 cores
-        env0 = {v: os.environ.get(v) for v in _BLAS_THREAD_VARS}
-        os.environ.update({v: '1' for v in _BLAS_THREAD_VARS})
         # threads suffice to run kernels side by side (each notebook runs in its own kernel process); the model cache's
         # file locks make a notebook wait for a model another one is training (the SVAE of 02 and 03) instead of training it twice
         from concurrent.futures import ThreadPoolExecutor, as_completed
         with ThreadPoolExecutor(jobs) as ex:
-            try:
-                rest = longest_first([n for n in todo if n not in first], profile, previous)
-                for f in as_completed([ex.submit(one, n) for n in rest]): done(f.result())
-            finally:
-                for v, x in env0.items():
-                    if x is None: os.environ.pop(v, None)
-                    else: os.environ[v] = x
+            rest = longest_first([n for n in todo if n not in first], profile, previous)
+            for f in as_completed([ex.submit(one, n) for n in rest]): done(f.result())
     rec = rec._replace(seconds=round(time.time() - t0, 2)); _write_record(rec, out)
     print(f"\nstages of the run (seconds; peak resident memory of each notebook's kernel in MiB, so far at the end of each stage; also in {out/'stages.csv'}):\n"
           + format_stage_table(stage_table(rec)) + f"\nwall time of the run: {rec.seconds:.0f} s ({rec.seconds/60:.1f} min) with {jobs} notebook(s) at once")
