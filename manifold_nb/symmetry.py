@@ -277,8 +277,9 @@ def train_flow(oracle:nn.Module, # latent (B, l) -> logits (B, K); frozen
                tangent_bases:torch.Tensor|None=None, # (N, m, l) orthonormal rows spanning the data's local tangent space at each point of Z (`local_tangent_bases`); None: no tangency term
                tangent_weight:float=1., # weight of the tangency loss mean_a ||(I - P) g_a||^2 (P: projection on the local tangent space)
                monitor:torch.Tensor|None=None, # (M, l) latent points on which the four `FlowLosses` are recorded after every epoch (`.history['eval']`); None: not recorded
+               retrain:bool=False, # train again even if a cached flow exists (the key: every setting above, the oracle's repr and state_dict, Z, tangent_bases, monitor)
               ) -> LatentFlow:
-    "Train `n_generators` oracle-preserving vector fields on the latent points `Z` (history in `.history`, every restart's final training loss in `.restart_losses`)."
+    "Train (or load) `n_generators` oracle-preserving vector fields on the latent points `Z` (history in `.history`, every restart's final training loss in `.restart_losses`)."
     if weights is not None and not isinstance(weights, Mapping): raise TypeError(f"weights must be a mapping of loss name to weight; got {type(weights).__name__}")
     unknown = sorted(set(weights or {}) - set(FlowLosses._fields))
     if unknown: raise ValueError(f"weights has unknown losses {unknown}; allowed: {list(FlowLosses._fields)}")
@@ -296,15 +297,21 @@ def train_flow(oracle:nn.Module, # latent (B, l) -> logits (B, K); frozen
         return total
     data = (Z,) if tangent_bases is None else (Z, tangent_bases)
     watch = None if monitor is None else lambda m, epoch: {k: v.item() for k, v in flow_losses(m, oracle, monitor.to(get_device(device)), eps, closure=n_generators > 1)._asdict().items()}
-    flows = []
-    for r in range(restarts):
-        set_seed(seed + r); flow = LatentFlow(Z.shape[1], n_generators, hidden)
-        flow.history = fit(flow, data, loss, epochs=epochs, lr=lr, batch_size=batch_size, device=device, seed=seed + r, eval_fn=watch, progress=watch is None,   # monitored: no progress bar nor per-epoch line
-                           desc=desc if restarts == 1 else f'{desc} (restart {r + 1}/{restarts})', scheduler='cosine')
-        flows.append(flow)
-    losses = [f.history['loss'][-1] for f in flows]
-    best = flows[int(np.argmin(losses))]; best.restart_losses = losses
-    return best.eval()
+    def build(r=0): set_seed(seed + r); return LatentFlow(Z.shape[1], n_generators, hidden)
+    def train(flow):
+        "Train every restart (restart 0 is `flow`), keep the lowest final training loss in `flow`."
+        flows = [flow] + [build(r) for r in range(1, restarts)]
+        for r, f in enumerate(flows):
+            f.history = fit(f, data, loss, epochs=epochs, lr=lr, batch_size=batch_size, device=device, seed=seed + r, eval_fn=watch, progress=watch is None,   # monitored: no progress bar nor per-epoch line
+                            desc=desc if restarts == 1 else f'{desc} (restart {r + 1}/{restarts})', scheduler='cosine')
+        losses = [f.history['loss'][-1] for f in flows]; best = flows[int(np.argmin(losses))]
+        flow.load_state_dict(best.state_dict()); return dict(best.history, restart_losses=losses)
+    config = dict(n_generators=n_generators, epochs=epochs, lr=lr, batch_size=batch_size, eps=eps, weights=w, seed=seed, hidden=hidden,
+                  restarts=restarts, tangent_weight=tangent_weight if tangent_bases is not None else None, oracle=repr(oracle))   # repr: class, layers and settings; state_dict: weights
+    arrays = [Z, *([] if tangent_bases is None else [tangent_bases]), *([] if monitor is None else [monitor]), *oracle.state_dict().values()]
+    flow = cached_model('latent_flow', config, build, train, data_fp=fingerprint(*arrays), retrain=retrain, device=device)
+    flow.restart_losses = flow.history['restart_losses']
+    return flow
 
 
 def local_tangent_bases(Z:torch.Tensor, # (N, l) latent points (the training latents)
@@ -447,14 +454,17 @@ def train_latent_classifier(Z:torch.Tensor, # (N, l) latent features
                             device:str='cpu', # device to train on
                             hidden:int=128, # width of the MLP
                             desc:str='oracle', # progress bar label
+                            retrain:bool=False, # train again even if a cached classifier exists (the key: every setting above, Z and y)
                            ) -> LatentMLP:
-    "A `LatentMLP` trained with cross-entropy to predict `y` (values in `classes`) from latent features `Z`."
+    "A `LatentMLP` trained (or loaded) with cross-entropy to predict `y` (values in `classes`) from latent features `Z`."
     if len(Z) != len(y): raise ValueError(f"Z and y must have the same length; got {len(Z)} and {len(y)}")
     t = _class_indices(y, classes)
-    set_seed(seed); m = LatentMLP(Z.shape[1], len(classes), hidden).set_standardization(Z)
-    m.history = fit(m, (Z, t), lambda m, b: F.cross_entropy(m(b[0]), b[1]), epochs=epochs, lr=lr, batch_size=batch_size,
-                    device=device, seed=seed, desc=desc, scheduler='cosine')
-    m.classes = list(classes); return m.eval()
+    def build(): set_seed(seed); return LatentMLP(Z.shape[1], len(classes), hidden).set_standardization(Z)
+    def train(m): return fit(m, (Z, t), lambda m, b: F.cross_entropy(m(b[0]), b[1]), epochs=epochs, lr=lr, batch_size=batch_size,
+                             device=device, seed=seed, desc=desc, scheduler='cosine')
+    config = dict(classes=list(classes), epochs=epochs, lr=lr, batch_size=batch_size, seed=seed, hidden=hidden)
+    m = cached_model('latent_classifier', config, build, train, data_fp=fingerprint(Z, t), retrain=retrain, device=device)
+    m.classes = list(classes); return m
 
 def classifier_accuracy(m:nn.Module, # classifier with a `classes` attribute (from `train_latent_classifier`)
                         Z:torch.Tensor, # (N, l) latent features
@@ -483,11 +493,12 @@ def latent_oracle_score(vae:nn.Module, # trained VAE; its posterior means are th
                         epochs:int=40, # oracle training epochs
                         seed:int=0, # seeds the oracle
                         device:str='cpu', # device to train on
+                        retrain:bool=False, # train the oracle again even if a cached one exists
                        ) -> OracleScore:
     "Train the latent oracle (`train_latent_classifier` on posterior means) and score it on held-out and training images."
     _check_images('X_train', X_train); _check_images('X_test', X_test)
     Ztr, Zte = encode_mean(vae, X_train, device=device), encode_mean(vae, X_test, device=device)
-    o = train_latent_classifier(Ztr, y_train, classes, epochs=epochs, seed=seed, device=device, desc=f'oracle {getattr(vae, "arch", "")} d={Ztr.shape[1]}')
+    o = train_latent_classifier(Ztr, y_train, classes, epochs=epochs, seed=seed, device=device, desc=f'oracle {getattr(vae, "arch", "")} d={Ztr.shape[1]}', retrain=retrain)
     acc = classifier_accuracy(o, Zte, y_test, device)
     return OracleScore(acc, list(wilson_interval(int(round(acc*len(y_test))), len(y_test))), classifier_accuracy(o, Ztr, y_train, device), len(y_test))
 
@@ -547,6 +558,7 @@ def flow_analysis(vae:nn.Module, # trained VAE whose posterior means are the lat
                   seed:int=0, # seeds the oracle, the flows and the random floor
                   device:str='cpu', # device to train on
                   name:str='flow', # progress bar label
+                  retrain:bool=False, # train the oracle and the flows again even if cached ones exist
                  ) -> FlowAnalysis:
     "Oracle, oracle-preserving flows, rotation alignment and random floors for one VAE latent (in standardised latent coordinates)."
     _check_images('X_train', X_train, 5); _check_images('X_test', X_test, 5); A = X_train.shape[1]
@@ -556,11 +568,11 @@ def flow_analysis(vae:nn.Module, # trained VAE whose posterior means are the lat
                                           "train the VAE with another seed or a lower learning rate")
     Ztr, Zte = (Ztr - shift)/scale, (Zte - shift)/scale
     ytr, yte = y_train.repeat_interleave(A), y_test.repeat_interleave(A)
-    oracle = train_latent_classifier(Ztr, ytr, classes, epochs=oracle_epochs, seed=seed, device=device, desc=f'oracle {name}')
+    oracle = train_latent_classifier(Ztr, ytr, classes, epochs=oracle_epochs, seed=seed, device=device, desc=f'oracle {name}', retrain=retrain)
     acc = classifier_accuracy(oracle, Zte, yte, device)
     bases = None if tangent_dims is None else local_tangent_bases(Ztr, tangent_dims, neighbours)
     flow = train_flow(oracle, Ztr, n_generators, epochs=flow_epochs, eps=eps, seed=seed, device=device, desc=f'flow {name}', restarts=restarts,
-                      tangent_bases=bases, monitor=Zte[::max(1, len(Zte)//1000)])
+                      tangent_bases=bases, monitor=Zte[::max(1, len(Zte)//1000)], retrain=retrain)
     flow, oracle = flow.cpu(), oracle.cpu()   # trained wherever `device` says; analysed with the CPU latents below
     curves = dict(train=flow.history['loss'], **{k: [e[k] for e in flow.history['eval']] for k in FlowLosses._fields})
     total = np.sum([curves[k] for k in FlowLosses._fields], 0); k0 = max(0, int(round(0.8*len(total))) - 1)
@@ -597,16 +609,19 @@ def train_orbit_classifier(orbits:torch.Tensor, # (N, A, l) latent orbits of lab
                            device:str='cpu', # device to train on
                            desc:str='orbit pool', # progress bar label
                            weight_decay:float=0., # > 0: AdamW with this decoupled weight decay (0: Adam)
+                           retrain:bool=False, # train again even if a cached classifier exists (the key: every setting above, the orbits and y)
                           ) -> OrbitPoolClassifier:
-    "An `OrbitPoolClassifier` trained with cross-entropy on latent orbits of labelled images."
+    "An `OrbitPoolClassifier` trained (or loaded) with cross-entropy on latent orbits of labelled images."
     if orbits.ndim != 3: raise ValueError(f"orbits must have shape (N, A, l); got {tuple(orbits.shape)}")
     if len(orbits) != len(y): raise ValueError(f"orbits and y must have the same length; got {len(orbits)} and {len(y)}")
     check_positive('weight_decay', weight_decay, strict=False); t = _class_indices(y, classes)
-    set_seed(seed); m = OrbitPoolClassifier(orbits.shape[-1], len(classes)).set_standardization(orbits)
-    m.history = fit(m, (orbits, t), lambda m, b: F.cross_entropy(m(b[0]), b[1]), epochs=epochs, lr=lr, batch_size=batch_size,
-                    device=device, seed=seed, desc=desc, scheduler='cosine', optimizer='adamw' if weight_decay else 'adam',
-                    weight_decay=weight_decay)
-    m.classes = list(classes); return m.eval()
+    def build(): set_seed(seed); return OrbitPoolClassifier(orbits.shape[-1], len(classes)).set_standardization(orbits)
+    def train(m): return fit(m, (orbits, t), lambda m, b: F.cross_entropy(m(b[0]), b[1]), epochs=epochs, lr=lr, batch_size=batch_size,
+                             device=device, seed=seed, desc=desc, scheduler='cosine', optimizer='adamw' if weight_decay else 'adam',
+                             weight_decay=weight_decay)
+    config = dict(classes=list(classes), epochs=epochs, lr=lr, batch_size=batch_size, seed=seed, weight_decay=weight_decay)
+    m = cached_model('orbit_classifier', config, build, train, data_fp=fingerprint(orbits, t), retrain=retrain, device=device)
+    m.classes = list(classes); return m
 
 # %% ../nbs/05_symmetry_discovery.ipynb #68957bde
 @dataclass(frozen=True)
@@ -619,7 +634,7 @@ class InvarianceResult:
     consistency_per_angle: list[float]  # (A,) share of test digits predicted at each angle as at 0°
     trained_on: str  # what the classifier was trained on
     n_test_images: int  # test images (originals x angles)
-    train_seconds: float|None  # training time (None: a classifier trained elsewhere)
+    train_seconds: float|None  # training time, as recorded when it was trained (also on a cache hit; None: a classifier trained elsewhere)
 
 def _invariance_result(pred:torch.Tensor, # (M*A,) predicted labels of the test images, angle fastest
                        y:torch.Tensor, # (M,) true labels of the test originals
@@ -649,6 +664,7 @@ def invariance_study(*,
                      seed:int=0, # seeds every classifier
                      device:str='cpu', # device to train on
                      name:str='invariance', # progress bar label
+                     retrain:bool=False, # train the classifiers again even if cached ones exist (`train_seconds` is the training time either way)
                     ) -> dict[str, InvarianceResult]:
     "Accuracy and consistency per test angle of plain, orbit-averaged, orbit-pooled, equivariant-invariant and oracle classifiers."
     _check_images('X_train', X_train, 5); _check_images('X_test', X_test, 5)
@@ -661,15 +677,15 @@ def invariance_study(*,
                  equivariant_invariants=(so2_invariants(E0), so2_invariants(Et)))
     up, res = f'{n_tr} upright images', {}
     for k, (ftr, fte) in feats.items():
-        t0 = time.time(); m = train_latent_classifier(ftr, y_train, classes, epochs=epochs, seed=seed, device=device, desc=f'{name} {k}')
-        res[k] = _invariance_result(cl[predict(m, fte, device=device).argmax(1)], y_test, up, time.time() - t0)
+        m = train_latent_classifier(ftr, y_train, classes, epochs=epochs, seed=seed, device=device, desc=f'{name} {k}', retrain=retrain)
+        res[k] = _invariance_result(cl[predict(m, fte, device=device).argmax(1)], y_test, up, m.history['seconds'])
     Ot = latent_orbits(T, Zt, A)
-    t0 = time.time(); m = train_orbit_classifier(latent_orbits(T, Z0, A), y_train, classes, epochs=epochs, seed=seed, device=device, desc=f'{name} orbit_pool')
-    res['orbit_pool'] = _invariance_result(cl[predict(m, Ot, device=device).argmax(1)], y_test, up, time.time() - t0)
-    t0 = time.time(); Zall = enc(plain_vae, X_train.flatten(0, 1))        # every stored angle of every training image
+    m = train_orbit_classifier(latent_orbits(T, Z0, A), y_train, classes, epochs=epochs, seed=seed, device=device, desc=f'{name} orbit_pool', retrain=retrain)
+    res['orbit_pool'] = _invariance_result(cl[predict(m, Ot, device=device).argmax(1)], y_test, up, m.history['seconds'])
+    Zall = enc(plain_vae, X_train.flatten(0, 1))        # every stored angle of every training image
     m = train_orbit_classifier(latent_orbits(T, Zall, A), y_train.repeat_interleave(A), classes, epochs=pool_epochs, seed=seed, device=device,
-                               weight_decay=pool_weight_decay, desc=f'{name} orbit_pool_all_starts')
+                               weight_decay=pool_weight_decay, desc=f'{name} orbit_pool_all_starts', retrain=retrain)
     res['orbit_pool_all_starts'] = _invariance_result(cl[predict(m, Ot, device=device).argmax(1)], y_test,
-                                                      f'{n_tr} images x {A} angles (orbits from every start)', time.time() - t0)
+                                                      f'{n_tr} images x {A} angles (orbits from every start)', m.history['seconds'])
     res['oracle_all_angles'] = _invariance_result(cl[predict(oracle, Zt, device=device).argmax(1)], y_test, f'{n_tr} images x {A} angles')
     return res

@@ -157,6 +157,7 @@ class RadialOracle(nn.Module):
                 ):
         super().__init__(); self.block, self.sharpness = _check_int('block', block, 1), check_positive('sharpness', sharpness)
         self.register_buffer('centres', torch.tensor(centres))
+    def extra_repr(self): return f'block={self.block}, sharpness={self.sharpness}'   # with the buffers: what sets the logits (a cache key's part)
     def forward(self, z:torch.Tensor # (B, l) latent points, l a multiple of `block`
                ) -> torch.Tensor:
         if z.shape[-1] % self.block: raise ValueError(f"z must have a last dimension divisible by block={self.block}; got shape {tuple(z.shape)}")
