@@ -30,11 +30,11 @@ from .models.latent import (LatentMap, iterate_map, latent_orbits, orbit_average
 # %% auto #0
 __all__ = ['VAEScores', 'vae_scores', 'mean_image_scores', 'VAEJob', 'train_vaes_side_by_side', 'latent_map_loss',
            'train_latent_map', 'orbit_map_loss', 'train_orbit_map', 'StepwiseErrors', 'stepwise_rotation_errors',
-           'FlowLosses', 'flow_losses', 'train_flow', 'local_tangent_bases', 'latent_rotation_direction',
-           'alignment_per_point', 'FieldAlignment', 'field_alignment', 'isotropic_abs_cos', 'SpanShare',
-           'span_share_by_k', 'oracle_flat_share', 'ClosureReport', 'closure_report', 'train_latent_classifier',
-           'classifier_accuracy', 'OracleScore', 'latent_oracle_score', 'FlowAnalysis', 'flow_analysis',
-           'train_orbit_classifier', 'InvarianceResult', 'invariance_study']
+           'FlowLosses', 'flow_losses', 'train_flow', 'local_tangent_bases', 'tangent_space_share',
+           'latent_rotation_direction', 'alignment_per_point', 'FieldAlignment', 'field_alignment', 'isotropic_abs_cos',
+           'SpanShare', 'span_share_by_k', 'oracle_flat_share', 'ClosureReport', 'closure_report',
+           'train_latent_classifier', 'classifier_accuracy', 'OracleScore', 'latent_oracle_score', 'FlowAnalysis',
+           'flow_analysis', 'train_orbit_classifier', 'InvarianceResult', 'invariance_study']
 
 # %% ../nbs/05_symmetry_discovery.ipynb #4f56d42e
 def _check_images(name:str, # parameter name, quoted in the error
@@ -318,16 +318,30 @@ def local_tangent_bases(Z:torch.Tensor, # (N, l) latent points (the training lat
                         dims:int=3, # m: dimension of the local tangent space
                         neighbours:int=30, # nearest points (the point itself included) whose principal directions span it
                         batch_size:int=2000, # points per distance computation
+                        at:torch.Tensor|None=None, # (M, l) points where the bases are wanted, their neighbours taken from Z (None: Z itself)
                        ) -> torch.Tensor:
-    "Orthonormal bases `(N, dims, l)` of the local tangent space of the point cloud Z: the top principal directions of each point's nearest neighbours."
+    "Orthonormal bases `(N, dims, l)` (or `(M, dims, l)` at `at`) of the local tangent space of the point cloud Z: the top principal directions of each point's nearest neighbours in Z."
     if not isinstance(Z, torch.Tensor) or Z.ndim != 2: raise ValueError(f"Z must be a (N, l) tensor; got {tuple(getattr(Z, 'shape', ()))}")
+    if at is not None and (not isinstance(at, torch.Tensor) or at.ndim != 2 or at.shape[1] != Z.shape[1]):
+        raise ValueError(f"at must be a (M, {Z.shape[1]}) tensor like Z's rows; got {tuple(getattr(at, 'shape', ()))}")
     check_choice('dims', dims, range(1, Z.shape[1] + 1)); check_choice('neighbours', neighbours, range(dims + 1, len(Z) + 1))
-    out = []
-    for i in range(0, len(Z), batch_size):
-        idx = torch.cdist(Z[i:i+batch_size], Z).topk(neighbours, largest=False).indices
+    P, out = Z if at is None else at, []
+    for i in range(0, len(P), batch_size):
+        idx = torch.cdist(P[i:i+batch_size], Z).topk(neighbours, largest=False).indices
         N = Z[idx] - Z[idx].mean(1, keepdim=True)
         out.append(torch.linalg.svd(N, full_matrices=False).Vh[:, :dims])
     return torch.cat(out)
+
+def tangent_space_share(Z:torch.Tensor, # (N, l) latent points whose local tangent spaces are used (the training latents)
+                        at:torch.Tensor, # (M, l) points where the direction is observed (held-out latents)
+                        V:torch.Tensor, # (M, l) the direction at those points (e.g. the observed latent rotation, `latent_rotation_direction`)
+                        dims:int=3, # dimension of the local tangent space
+                        neighbours:int=30, # nearest points of Z that define it
+                       ) -> MeanInterval:
+    "Mean share ||P V|| / ||V|| of the direction V in the local tangent space of Z at `at` (P: projection; `local_tangent_bases`), with a 95 % t-interval."
+    if V.shape != at.shape: raise ValueError(f"V must have the shape of at {tuple(at.shape)}; got {tuple(V.shape)}")
+    Q = local_tangent_bases(Z, dims, neighbours, at=at)
+    return mean_interval((torch.einsum('bml,bl->bm', Q, V).norm(dim=1)/V.norm(dim=1).clamp_min(1e-12)).numpy())
 
 # %% ../nbs/05_symmetry_discovery.ipynb #d4004b96
 @torch.no_grad()
@@ -529,6 +543,8 @@ class FlowAnalysis:
     n_generators: int  # G
     n_test_images: int  # held-out images (all angles) behind the means
     tangent_dims: int|None  # dimension of the data's local tangent space the generators were asked to follow (None: oracle only, as the paper)
+    tangent_share: float|None  # mean share of v in that local tangent space at the held-out latents (`tangent_space_share`): what the tangency term lets the generators reach (None: no tangency term)
+    tangent_share_interval: list[float]|None  # (2,) its 95 % t-interval over held-out images
     oracle: nn.Module = field(repr=False, default=None)  # the oracle (latent -> logits), on standardised latents
     flow: LatentFlow = field(repr=False, default=None)  # the kept flow
     Ztr: torch.Tensor = field(repr=False, default=None)  # (N*A, l) standardised training latents
@@ -587,6 +603,7 @@ def flow_analysis(vae:nn.Module, # trained VAE whose posterior means are the lat
     if n_generators > 1: losses['closure'] = flow_losses(flow, oracle, Zte[:500], eps).closure.item()
     best = int(np.argmax(al.abs_cos)); ci = mean_interval(cos[:, best].numpy()); l = Zte.shape[1]
     ceil = mean_interval(oracle_flat_share(oracle, Zte, V).numpy())
+    tan = None if tangent_dims is None else tangent_space_share(Ztr, Zte, V, tangent_dims, neighbours)
     return FlowAnalysis(oracle_accuracy=acc, oracle_accuracy_interval=list(wilson_interval(int(round(acc*len(yte))), len(yte))),
                         chance=1/len(classes), generator_abs_cos=al.abs_cos, best_abs_cos=al.best_abs_cos,
                         best_abs_cos_interval=[ci.low, ci.high], span_share=al.span_share,
@@ -596,7 +613,8 @@ def flow_analysis(vae:nn.Module, # trained VAE whose posterior means are the lat
                         random_flow_span_share=float(np.mean([f.span_share for f in floors])), n_random_flows=n_random,
                         isotropic_abs_cos=isotropic_abs_cos(l), isotropic_span_share=math.sqrt(min(n_generators, l)/l) if l > 2 else None,
                         final_losses=losses, restart_train_losses=flow.restart_losses, loss_curves=curves, loss_tail_change=tail, latent_scale=scale, n_generators=n_generators,
-                        n_test_images=len(yte), tangent_dims=tangent_dims, oracle=oracle, flow=flow, Ztr=Ztr, Zte=Zte, V=V, shift=shift)
+                        n_test_images=len(yte), tangent_dims=tangent_dims, tangent_share=None if tan is None else tan.mean,
+                        tangent_share_interval=None if tan is None else [tan.low, tan.high], oracle=oracle, flow=flow, Ztr=Ztr, Zte=Zte, V=V, shift=shift)
 
 # %% ../nbs/05_symmetry_discovery.ipynb #42430319
 def train_orbit_classifier(orbits:torch.Tensor, # (N, A, l) latent orbits of labelled images
