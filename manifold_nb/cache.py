@@ -18,7 +18,7 @@ from torch import nn
 from .utils import atomic_write, get_device, to_jsonable
 
 # %% auto #0
-__all__ = ['CACHE_VERSION', 'cache_dir', 'fingerprint', 'cache_key', 'file_lock', 'cached_model', 'cached_file']
+__all__ = ['CACHE_VERSION', 'cache_dir', 'fingerprint', 'cache_key', 'file_lock', 'cached_model', 'cached_entry', 'cached_file']
 
 # %% ../nbs/core/01_cache.ipynb #da13f37c
 CACHE_VERSION = 1  # bump to invalidate every entry when the on-disk format changes
@@ -103,6 +103,15 @@ def cached_model(name:str, # model name (part of the key and the file name)
     model.to(dev).eval()
     model.history, model.cache_info = history, dict(name=name, key=key, path=str(path), hit=hit)
     return model
+
+def cached_entry(name:str, # model name, as given to `cached_model`
+                 config:dict, # its configuration, as given to `cached_model`
+                 data_fp:str='', # its training data's fingerprint, as given to `cached_model`
+                 root:str|Path|None=None, # cache folder (see `cache_dir`)
+                ) -> Path|None:
+    "Path of the complete stored entry `cached_model` would load for (`name`, `config`, `data_fp`), or None (nothing is trained)."
+    path = _entry_path(name, cache_key(name, config, data_fp), root)
+    with file_lock(_lock_path(path, root)): return path if _load_entry(path) is not None else None
 
 # %% ../nbs/core/01_cache.ipynb #9f4afb38
 def _unusable(path:Path, validate) -> str|None:

@@ -22,7 +22,7 @@ from .data import rotation_angles, rotated_mnist_file, load_rotated_mnist
 from .cache import cache_dir, cached_model, fingerprint
 from .train import fit, predict
 from .probes import mean_interval, wilson_interval, MeanInterval
-from .models.vae import (latent_rotation_error, train_vae, negative_elbo, encode_mean, encode_posterior, decode_images, rotate_latent_blocks)
+from .models.vae import (latent_rotation_error, train_vae, vae_cache_entry, negative_elbo, encode_mean, encode_posterior, decode_images, rotate_latent_blocks)
 from .models.latent import (LatentMap, iterate_map, latent_orbits, orbit_average, LatentMLP, LatentFlow, lie_brackets,
                                        integrate_flow, RadialOracle, annulus_points, block_rotation_fields, OrbitPoolClassifier,
                                        so2_invariants)
@@ -107,6 +107,10 @@ class VAEJob(NamedTuple):
         return train_vae(self.arch, self.latent_dim, self.images(), epochs=self.epochs, lr=self.lr, batch_size=self.batch_size,
                          seed=self.seed, device=device, retrain=retrain)
 
+    def cached(self) -> bool:
+        "Whether this job's VAE is in the model cache (`train` would load it)."
+        return vae_cache_entry(self.arch, self.latent_dim, self.images(), self.epochs, self.lr, self.batch_size, self.seed) is not None
+
 # images per second of one training step on one CPU thread, relative to the small convolutional VAE (measured; scheduling only)
 _RELATIVE_COST = dict(fc=0.6, small_conv=1.0, c12=2.0, deep_conv=9.0, equivariant=6.5)
 
@@ -123,14 +127,17 @@ def train_vaes_side_by_side(jobs:Mapping[str, VAEJob], # the VAEs to train, by n
                             device:str='cpu', # "cpu": worker processes; any other device trains here, one after the other
                             retrain:bool=False, # train again even if cached
                            ) -> dict[str, float]:
-    "Train `jobs` into the model cache, `workers` at a time in separate single-thread processes, longest first; return wall seconds per job."
+    "Train `jobs` into the model cache, `workers` at a time in separate single-thread processes, longest first; return wall seconds per job (0 for a job already cached)."
     if not isinstance(jobs, Mapping) or not all(isinstance(j, VAEJob) for j in jobs.values()):
         raise TypeError(f"jobs must be a mapping of name to VAEJob; got {type(jobs).__name__}")
-    check_positive('workers', workers); names, jobs = list(jobs), list(jobs.values())
+    check_positive('workers', workers)
+    done = {} if retrain else {n: 0. for n, j in jobs.items() if j.cached()}   # no worker processes (about 10 s to start) for cached VAEs
+    names = [n for n in jobs if n not in done]; jobs = [jobs[n] for n in names]
+    if not jobs: return done
     if workers == 1 or get_device(device).type != 'cpu' or len(jobs) < 2:   # a torch.device too (never equal to the string 'cpu')
         out = {}
         for n, j in zip(names, jobs): t0 = time.perf_counter(); j.train(device, retrain); out[n] = round(time.perf_counter() - t0, 1)
-        return out
+        return {**done, **out}
     from concurrent.futures import ProcessPoolExecutor
     import multiprocessing as mp, importlib
     worker = importlib.import_module('manifold_nb.symmetry')._train_job     # the installed module's function, also when this runs in a notebook
@@ -138,7 +145,7 @@ def train_vaes_side_by_side(jobs:Mapping[str, VAEJob], # the VAEs to train, by n
     order = sorted(range(len(jobs)), key=lambda i: -size(jobs[i]))
     with ProcessPoolExecutor(min(workers, len(jobs)), mp_context=mp.get_context('spawn')) as ex:
         futs = {i: ex.submit(worker, tuple(jobs[i]), retrain, str(cache_dir())) for i in order}
-        return {names[i]: round(futs[i].result(), 1) for i in range(len(jobs))}
+        return {**done, **{names[i]: round(futs[i].result(), 1) for i in range(len(jobs))}}
 
 # %% ../nbs/05_symmetry_discovery.ipynb #82c2e6d9
 def latent_map_loss(T:nn.Module, # latent map (B, l) -> (B, l), e.g. a `LatentMap`

@@ -258,7 +258,11 @@ def test_vaes_side_by_side_match_in_process(tmp_path, monkeypatch):
     with monkeypatch.context() as mp:   # a torch.device (as a notebook resolves "auto") trains in the workers too, never here
         mp.setattr(VAEJob, "train", lambda *a, **k: pytest.fail("trained in the parent process, not in the workers"))
         secs = train_vaes_side_by_side(jobs, workers=2, device=torch.device("cpu"))
-    assert set(secs) == {"a", "b"}
+    assert set(secs) == {"a", "b"} and all(v > 0 for v in secs.values())
+    with monkeypatch.context() as mp:   # both in the cache now: no worker processes are started, nothing is trained
+        mp.setattr("concurrent.futures.ProcessPoolExecutor", lambda *a, **k: pytest.fail("started workers for cached VAEs"))
+        mp.setattr(VAEJob, "train", lambda *a, **k: pytest.fail("trained a cached VAE"))
+        assert train_vaes_side_by_side(jobs, workers=2) == {"a": 0., "b": 0.}
     cached = {k: j.train() for k, j in jobs.items()}
     assert all(v.cache_info["hit"] for v in cached.values())
     threads = torch.get_num_threads(); torch.set_num_threads(1)   # the workers train at one thread; so does the comparison

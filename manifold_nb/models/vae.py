@@ -13,7 +13,7 @@ from torch import nn
 import torch.nn.functional as F
 from pathlib import Path
 from ..utils import check_choice, get_device, set_seed
-from ..cache import cached_model, fingerprint
+from ..cache import cached_entry, cached_model, fingerprint
 from ..train import fit
 from ..probes import mean_interval, MeanInterval
 
@@ -21,7 +21,8 @@ from ..probes import mean_interval, MeanInterval
 __all__ = ['VAE_ARCHS', 'VAE_LATENT_SIZES', 'VAE_VERSION', 'FCEncoder', 'FCDecoder', 'SmallConvEncoder', 'SmallConvDecoder',
            'DeepConvEncoder', 'DeepConvDecoder', 'EquivariantEncoder', 'rotate_latent_blocks', 'polar_grid',
            'C12Encoder', 'VAE', 'kl_to_standard_normal', 'negative_elbo', 'vae_loss', 'make_vae', 'encode_mean',
-           'encode_posterior', 'decode_images', 'LatentRotationError', 'latent_rotation_error', 'train_vae']
+           'encode_posterior', 'decode_images', 'LatentRotationError', 'latent_rotation_error', 'train_vae',
+           'vae_cache_entry']
 
 # %% ../../nbs/models/vae.ipynb #c3b13673
 VAE_ARCHS = ('fc', 'small_conv', 'deep_conv', 'equivariant', 'c12')  # the document's four architectures, and 'c12': equivariant at the data's 30° steps
@@ -318,6 +319,10 @@ def latent_rotation_error(model:nn.Module, # a VAE (its `encode` is used) or an 
                                median=E.median(0).values.tolist(), q95=E.quantile(0.95, dim=0).tolist(), n_images=len(X))
 
 # %% ../../nbs/models/vae.ipynb #99c8345e
+def _vae_config(arch, latent_dim, epochs, lr, batch_size, seed, beta):
+    "What determines a trained VAE's weights besides its training images (the cache key's configuration)."
+    return dict(arch=arch, latent_dim=latent_dim, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed, beta=beta, version=VAE_VERSION)
+
 def train_vae(arch:str, # one of `VAE_ARCHS`
               latent_dim:int, # one of `VAE_LATENT_SIZES`
               X:torch.Tensor, # training images (N, 1, 28, 28) in [0, 1]
@@ -334,9 +339,15 @@ def train_vae(arch:str, # one of `VAE_ARCHS`
     check_choice('arch', arch, VAE_ARCHS); check_choice('latent_dim', latent_dim, VAE_LATENT_SIZES)
     if not isinstance(X, torch.Tensor): raise TypeError(f"X must be a torch.Tensor; got {type(X).__name__}")
     if X.ndim != 4 or tuple(X.shape[1:]) != (1, 28, 28): raise ValueError(f"X must have shape (N, 1, 28, 28); got {tuple(X.shape)}")
-    config = dict(arch=arch, latent_dim=latent_dim, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed, beta=beta, version=VAE_VERSION)
+    config = _vae_config(arch, latent_dim, epochs, lr, batch_size, seed, beta)
     def build(): set_seed(seed); return make_vae(arch, latent_dim)
     def train(m): return fit(m, (X,), lambda m, b: vae_loss(m, b, beta), epochs=epochs, lr=lr, batch_size=batch_size,
                              device=device, seed=seed, desc=f'VAE {arch} d={latent_dim}')
     return cached_model(f'vae_{arch}_{latent_dim}', config, build, train, data_fp=fingerprint(X), retrain=retrain, device=device,
                         root=cache_root)
+
+def vae_cache_entry(arch:str, latent_dim:int, X:torch.Tensor, epochs:int=5, lr:float=1e-3, batch_size:int=128, seed:int=0, beta:float=1.0,
+                    cache_root:str|Path|None=None, # the arguments of `train_vae`
+                   ) -> Path|None:
+    "Path of the cached VAE `train_vae` would load for these arguments, or None (nothing is trained)."
+    return cached_entry(f'vae_{arch}_{latent_dim}', _vae_config(arch, latent_dim, epochs, lr, batch_size, seed, beta), fingerprint(X), cache_root)
