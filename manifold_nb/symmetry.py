@@ -282,7 +282,7 @@ def train_flow(oracle:nn.Module, # latent (B, l) -> logits (B, K); frozen
                desc:str='flow', # progress bar label
                restarts:int=1, # independent trainings; the one with the lowest final training loss is kept (never a test metric)
                tangent_bases:torch.Tensor|None=None, # (N, m, l) orthonormal rows spanning the data's local tangent space at each point of Z (`local_tangent_bases`); None: no tangency term
-               tangent_weight:float=1., # weight of the tangency loss mean_a ||(I - P) g_a||^2 (P: projection on the local tangent space)
+               tangent_weight:float=10., # weight of the tangency loss mean_a ||(I - P) g_a||^2 (P: projection on the local tangent space); at 1 the 16-D flows of the symmetry notebook kept only half their length in the tangent space
                monitor:torch.Tensor|None=None, # (M, l) latent points on which the four `FlowLosses` are recorded after every epoch (`.history['eval']`); None: not recorded
                retrain:bool=False, # train again even if a cached flow exists (the key: every setting above, the oracle's repr and state_dict, Z, tangent_bases, monitor)
               ) -> LatentFlow:
@@ -347,8 +347,15 @@ def tangent_space_share(Z:torch.Tensor, # (N, l) latent points whose local tange
                        ) -> MeanInterval:
     "Mean share ||P V|| / ||V|| of the direction V in the local tangent space of Z at `at` (P: projection; `local_tangent_bases`), with a 95 % t-interval."
     if V.shape != at.shape: raise ValueError(f"V must have the shape of at {tuple(at.shape)}; got {tuple(V.shape)}")
-    Q = local_tangent_bases(Z, dims, neighbours, at=at)
-    return mean_interval((torch.einsum('bml,bl->bm', Q, V).norm(dim=1)/V.norm(dim=1).clamp_min(1e-12)).numpy())
+    return mean_interval(_share_in(local_tangent_bases(Z, dims, neighbours, at=at), V).numpy())
+
+def _share_in(Q:torch.Tensor, # (B, m, l) orthonormal rows at each point
+              V:torch.Tensor, # (B, l) or (B, G, l) vectors at the same points
+             ) -> torch.Tensor:
+    "||P v|| / ||v|| per point (and per vector), P the projection on the span of Q's rows."
+    Vg = V[:, None] if V.ndim == 2 else V
+    s = torch.einsum('bml,bgl->bgm', Q, Vg).norm(dim=-1)/Vg.norm(dim=-1).clamp_min(1e-12)
+    return s[:, 0] if V.ndim == 2 else s
 
 # %% ../nbs/05_symmetry_discovery.ipynb #d4004b96
 @torch.no_grad()
@@ -552,6 +559,8 @@ class FlowAnalysis:
     tangent_dims: int|None  # dimension of the data's local tangent space the generators were asked to follow (None: oracle only, as the paper)
     tangent_share: float|None  # mean share of v in that local tangent space at the held-out latents (`tangent_space_share`): what the tangency term lets the generators reach (None: no tangency term)
     tangent_share_interval: list[float]|None  # (2,) its 95 % t-interval over held-out images
+    generator_tangent_share: list[float]|None  # (G,) mean share ||P g_a|| / ||g_a|| of each generator in that tangent space (1: the tangency term holds)
+    tangent_weight: float|None  # weight of the tangency loss (None: no tangency term)
     oracle: nn.Module = field(repr=False, default=None)  # the oracle (latent -> logits), on standardised latents
     flow: LatentFlow = field(repr=False, default=None)  # the kept flow
     Ztr: torch.Tensor = field(repr=False, default=None)  # (N*A, l) standardised training latents
@@ -576,6 +585,7 @@ def flow_analysis(vae:nn.Module, # trained VAE whose posterior means are the lat
                   restarts:int=1, # flows trained from seeds seed, seed+1, ...; the lowest final training loss is kept
                   tangent_dims:int|None=None, # also ask the generators to follow the training latents' local tangent space of this dimension (None: oracle only)
                   neighbours:int=30, # nearest training latents that define that tangent space
+                  tangent_weight:float=10., # weight of the tangency loss (`train_flow`)
                   n_random:int=20, # untrained flow networks for the random floor
                   eps:float=0.05, # infinitesimal step of the invariance loss
                   seed:int=0, # seeds the oracle, the flows and the random floor
@@ -595,7 +605,7 @@ def flow_analysis(vae:nn.Module, # trained VAE whose posterior means are the lat
     acc = classifier_accuracy(oracle, Zte, yte, device)
     bases = None if tangent_dims is None else local_tangent_bases(Ztr, tangent_dims, neighbours)
     flow = train_flow(oracle, Ztr, n_generators, epochs=flow_epochs, eps=eps, seed=seed, device=device, desc=f'flow {name}', restarts=restarts,
-                      tangent_bases=bases, monitor=Zte[::max(1, len(Zte)//1000)], retrain=retrain)
+                      tangent_bases=bases, tangent_weight=tangent_weight, monitor=Zte[::max(1, len(Zte)//1000)], retrain=retrain)
     flow, oracle = flow.cpu(), oracle.cpu()   # trained wherever `device` says; analysed with the CPU latents below
     curves = dict(train=flow.history['loss'], **{k: [e[k] for e in flow.history['eval']] for k in FlowLosses._fields})
     total = np.sum([curves[k] for k in FlowLosses._fields], 0); k0 = max(0, int(round(0.8*len(total))) - 1)
@@ -610,7 +620,9 @@ def flow_analysis(vae:nn.Module, # trained VAE whose posterior means are the lat
     if n_generators > 1: losses['closure'] = flow_losses(flow, oracle, Zte[:500], eps).closure.item()
     best = int(np.argmax(al.abs_cos)); ci = mean_interval(cos[:, best].numpy()); l = Zte.shape[1]
     ceil = mean_interval(oracle_flat_share(oracle, Zte, V).numpy())
-    tan = None if tangent_dims is None else tangent_space_share(Ztr, Zte, V, tangent_dims, neighbours)
+    Qte = None if tangent_dims is None else local_tangent_bases(Ztr, tangent_dims, neighbours, at=Zte)
+    tan = None if Qte is None else mean_interval(_share_in(Qte, V).numpy())
+    with torch.no_grad(): gtan = None if Qte is None else _share_in(Qte, flow(Zte)).mean(0).tolist()
     return FlowAnalysis(oracle_accuracy=acc, oracle_accuracy_interval=list(wilson_interval(int(round(acc*len(yte))), len(yte))),
                         chance=1/len(classes), generator_abs_cos=al.abs_cos, best_abs_cos=al.best_abs_cos,
                         best_abs_cos_interval=[ci.low, ci.high], span_share=al.span_share,
@@ -621,7 +633,8 @@ def flow_analysis(vae:nn.Module, # trained VAE whose posterior means are the lat
                         isotropic_abs_cos=isotropic_abs_cos(l), isotropic_span_share=math.sqrt(min(n_generators, l)/l) if l > 2 else None,
                         final_losses=losses, restart_train_losses=flow.restart_losses, loss_curves=curves, loss_tail_change=tail, latent_scale=scale, n_generators=n_generators,
                         n_test_images=len(yte), tangent_dims=tangent_dims, tangent_share=None if tan is None else tan.mean,
-                        tangent_share_interval=None if tan is None else [tan.low, tan.high], oracle=oracle, flow=flow, Ztr=Ztr, Zte=Zte, V=V, shift=shift)
+                        tangent_share_interval=None if tan is None else [tan.low, tan.high], generator_tangent_share=gtan,
+                        tangent_weight=None if tangent_dims is None else tangent_weight, oracle=oracle, flow=flow, Ztr=Ztr, Zte=Zte, V=V, shift=shift)
 
 # %% ../nbs/05_symmetry_discovery.ipynb #42430319
 def train_orbit_classifier(orbits:torch.Tensor, # (N, A, l) latent orbits of labelled images
