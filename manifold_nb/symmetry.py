@@ -282,7 +282,7 @@ def train_flow(oracle:nn.Module, # latent (B, l) -> logits (B, K); frozen
                desc:str='flow', # progress bar label
                restarts:int=1, # independent trainings; the one with the lowest final training loss is kept (never a test metric)
                tangent_bases:torch.Tensor|None=None, # (N, m, l) orthonormal rows spanning the data's local tangent space at each point of Z (`local_tangent_bases`); None: no tangency term
-               tangent_weight:float=10., # weight of the tangency loss mean_a ||(I - P) g_a||^2 (P: projection on the local tangent space); at 1 the 16-D flows of the symmetry notebook kept only half their length in the tangent space
+               tangent_weight:float=10., # weight of the tangency loss mean_a ||(I - P) g_a||^2 / ||g_a||^2 (P: projection on the local tangent space; relative, so that shrinking the generators does not lower it)
                monitor:torch.Tensor|None=None, # (M, l) latent points on which the four `FlowLosses` are recorded after every epoch (`.history['eval']`); None: not recorded
                retrain:bool=False, # train again even if a cached flow exists (the key: every setting above, the oracle's repr and state_dict, Z, tangent_bases, monitor)
               ) -> LatentFlow:
@@ -300,7 +300,7 @@ def train_flow(oracle:nn.Module, # latent (B, l) -> logits (B, K); frozen
         ls = flow_losses(m, oracle, b[0], eps); total = sum(w[k]*v for k, v in ls._asdict().items())
         if len(b) > 1:                                                             # tangency: generators along the data's local tangent space
             g = m(b[0]); out = g - torch.einsum('bml,bgm->bgl', b[1], torch.einsum('bml,bgl->bgm', b[1], g))
-            total = total + tangent_weight*out.pow(2).sum(-1).mean()
+            total = total + tangent_weight*(out.pow(2).sum(-1)/g.pow(2).sum(-1).clamp_min(1e-12)).mean()   # relative: shrinking g does not lower it
         return total
     data = (Z,) if tangent_bases is None else (Z, tangent_bases)
     watch = None if monitor is None else lambda m, epoch: {k: v.item() for k, v in flow_losses(m, oracle, monitor.to(get_device(device)), eps, closure=n_generators > 1)._asdict().items()}
@@ -314,7 +314,8 @@ def train_flow(oracle:nn.Module, # latent (B, l) -> logits (B, K); frozen
         losses = [f.history['loss'][-1] for f in flows]; best = flows[int(np.argmin(losses))]
         flow.load_state_dict(best.state_dict()); return dict(best.history, restart_losses=losses)
     config = dict(n_generators=n_generators, epochs=epochs, lr=lr, batch_size=batch_size, eps=eps, weights=w, seed=seed, hidden=hidden,
-                  restarts=restarts, tangent_weight=tangent_weight if tangent_bases is not None else None, oracle=repr(oracle))   # repr: class, layers and settings; state_dict: weights
+                  restarts=restarts, tangent_weight=tangent_weight if tangent_bases is not None else None,
+                  tangent_loss='relative' if tangent_bases is not None else None, oracle=repr(oracle))   # repr: class, layers and settings; state_dict: weights
     arrays = [Z, *([] if tangent_bases is None else [tangent_bases]), *([] if monitor is None else [monitor]), *oracle.state_dict().values()]
     flow = cached_model('latent_flow', config, build, train, data_fp=fingerprint(*arrays), retrain=retrain, device=device)
     flow.restart_losses = flow.history['restart_losses']
@@ -561,6 +562,7 @@ class FlowAnalysis:
     tangent_share_interval: list[float]|None  # (2,) its 95 % t-interval over held-out images
     generator_tangent_share: list[float]|None  # (G,) mean share ||P g_a|| / ||g_a|| of each generator in that tangent space (1: the tangency term holds)
     tangent_weight: float|None  # weight of the tangency loss (None: no tangency term)
+    generator_norm: list[float]  # (G,) mean ||g_a|| at the held-out latents (the normalisation loss asks 1; near 0: the fields collapsed and only their directions count)
     oracle: nn.Module = field(repr=False, default=None)  # the oracle (latent -> logits), on standardised latents
     flow: LatentFlow = field(repr=False, default=None)  # the kept flow
     Ztr: torch.Tensor = field(repr=False, default=None)  # (N*A, l) standardised training latents
@@ -622,7 +624,7 @@ def flow_analysis(vae:nn.Module, # trained VAE whose posterior means are the lat
     ceil = mean_interval(oracle_flat_share(oracle, Zte, V).numpy())
     Qte = None if tangent_dims is None else local_tangent_bases(Ztr, tangent_dims, neighbours, at=Zte)
     tan = None if Qte is None else mean_interval(_share_in(Qte, V).numpy())
-    with torch.no_grad(): gtan = None if Qte is None else _share_in(Qte, flow(Zte)).mean(0).tolist()
+    with torch.no_grad(): gtan = None if Qte is None else _share_in(Qte, flow(Zte)).mean(0).tolist(); gnorm = flow(Zte).norm(dim=-1).mean(0).tolist()
     return FlowAnalysis(oracle_accuracy=acc, oracle_accuracy_interval=list(wilson_interval(int(round(acc*len(yte))), len(yte))),
                         chance=1/len(classes), generator_abs_cos=al.abs_cos, best_abs_cos=al.best_abs_cos,
                         best_abs_cos_interval=[ci.low, ci.high], span_share=al.span_share,
@@ -634,7 +636,7 @@ def flow_analysis(vae:nn.Module, # trained VAE whose posterior means are the lat
                         final_losses=losses, restart_train_losses=flow.restart_losses, loss_curves=curves, loss_tail_change=tail, latent_scale=scale, n_generators=n_generators,
                         n_test_images=len(yte), tangent_dims=tangent_dims, tangent_share=None if tan is None else tan.mean,
                         tangent_share_interval=None if tan is None else [tan.low, tan.high], generator_tangent_share=gtan,
-                        tangent_weight=None if tangent_dims is None else tangent_weight, oracle=oracle, flow=flow, Ztr=Ztr, Zte=Zte, V=V, shift=shift)
+                        tangent_weight=None if tangent_dims is None else tangent_weight, generator_norm=gnorm, oracle=oracle, flow=flow, Ztr=Ztr, Zte=Zte, V=V, shift=shift)
 
 # %% ../nbs/05_symmetry_discovery.ipynb #42430319
 def train_orbit_classifier(orbits:torch.Tensor, # (N, A, l) latent orbits of labelled images
