@@ -614,7 +614,7 @@ def flow_analysis(vae:nn.Module, # trained VAE whose posterior means are the lat
     tail = float(abs(total[-1] - total[k0])/max(abs(total[-1]), 1e-12))
     V = latent_rotation_direction(vae, X_test.flatten(0, 1), device=device)/scale
     with torch.no_grad():
-        cos, _ = alignment_per_point(flow(Zte), V); al = field_alignment(flow(Zte), V)
+        G = flow(Zte); cos, _ = alignment_per_point(G, V); al = field_alignment(G, V)   # (M*A, G, l) generators at the held-out latents
         floors = []
         for r in range(n_random):
             set_seed(seed + 1000 + r); floors.append(field_alignment(LatentFlow(Zte.shape[1], n_generators).eval()(Zte), V))
@@ -622,9 +622,9 @@ def flow_analysis(vae:nn.Module, # trained VAE whose posterior means are the lat
     if n_generators > 1: losses['closure'] = flow_losses(flow, oracle, Zte[:500], eps).closure.item()
     best = int(np.argmax(al.abs_cos)); ci = mean_interval(cos[:, best].numpy()); l = Zte.shape[1]
     ceil = mean_interval(oracle_flat_share(oracle, Zte, V).numpy())
-    Qte = None if tangent_dims is None else local_tangent_bases(Ztr, tangent_dims, neighbours, at=Zte)
+    Qte = None if tangent_dims is None else local_tangent_bases(Ztr, tangent_dims, neighbours, at=Zte)   # also for the generators' share
     tan = None if Qte is None else mean_interval(_share_in(Qte, V).numpy())
-    with torch.no_grad(): gtan = None if Qte is None else _share_in(Qte, flow(Zte)).mean(0).tolist(); gnorm = flow(Zte).norm(dim=-1).mean(0).tolist()
+    gtan = None if Qte is None else _share_in(Qte, G).mean(0).tolist()
     return FlowAnalysis(oracle_accuracy=acc, oracle_accuracy_interval=list(wilson_interval(int(round(acc*len(yte))), len(yte))),
                         chance=1/len(classes), generator_abs_cos=al.abs_cos, best_abs_cos=al.best_abs_cos,
                         best_abs_cos_interval=[ci.low, ci.high], span_share=al.span_share,
@@ -636,7 +636,7 @@ def flow_analysis(vae:nn.Module, # trained VAE whose posterior means are the lat
                         final_losses=losses, restart_train_losses=flow.restart_losses, loss_curves=curves, loss_tail_change=tail, latent_scale=scale, n_generators=n_generators,
                         n_test_images=len(yte), tangent_dims=tangent_dims, tangent_share=None if tan is None else tan.mean,
                         tangent_share_interval=None if tan is None else [tan.low, tan.high], generator_tangent_share=gtan,
-                        tangent_weight=None if tangent_dims is None else tangent_weight, generator_norm=gnorm, oracle=oracle, flow=flow, Ztr=Ztr, Zte=Zte, V=V, shift=shift)
+                        tangent_weight=None if tangent_dims is None else tangent_weight, generator_norm=G.norm(dim=-1).mean(0).tolist(), oracle=oracle, flow=flow, Ztr=Ztr, Zte=Zte, V=V, shift=shift)
 
 # %% ../nbs/05_symmetry_discovery.ipynb #42430319
 def train_orbit_classifier(orbits:torch.Tensor, # (N, A, l) latent orbits of labelled images
