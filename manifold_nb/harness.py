@@ -375,7 +375,7 @@ def reproduce(profile:str='full', # "quick" or "full"
         # side by side, a notebook gets one process with one torch thread (the `SIDE_BY_SIDE` parameters it has): two notebooks at
         # two threads each on two cores oversubscribe them, and small models then train several times slower (benchmarks/collection.py)
         declared = notebook_parameters(paths[n])
-        params = {k: v for k, v in SIDE_BY_SIDE.items() if k in declared} or None if jobs > 1 else None
+        params = ({k: v for k, v in SIDE_BY_SIDE.items() if k in declared} or None) if jobs > 1 else None   # None: the notebook's own
         # the BLAS and OpenMP pools of NumPy/SciPy (OpenBLAS) ignore torch's thread count: side by side, each kernel (and the
         # worker processes it spawns) gets one BLAS thread too; at two each, 01's CG solves ran 2x slower on 2 cores
         env = {v: '1' for v in _BLAS_THREAD_VARS} if jobs > 1 else None

@@ -30,7 +30,7 @@ from .models.latent import (LatentMap, iterate_map, latent_orbits, orbit_average
 # %% auto #0
 __all__ = ['VAEScores', 'vae_scores', 'mean_image_scores', 'VAEJob', 'train_vaes_side_by_side', 'latent_map_loss',
            'train_latent_map', 'orbit_map_loss', 'train_orbit_map', 'StepwiseErrors', 'stepwise_rotation_errors',
-           'FlowLosses', 'flow_losses', 'train_flow', 'local_tangent_bases', 'tangent_space_share',
+           'FlowLosses', 'axes_invariance', 'flow_losses', 'train_flow', 'local_tangent_bases', 'tangent_space_share',
            'latent_rotation_direction', 'alignment_per_point', 'FieldAlignment', 'field_alignment', 'isotropic_abs_cos',
            'SpanShare', 'span_share_by_k', 'oracle_flat_share', 'ClosureReport', 'closure_report',
            'train_latent_classifier', 'classifier_accuracy', 'OracleScore', 'latent_oracle_score', 'FlowAnalysis',
@@ -241,26 +241,43 @@ def stepwise_rotation_errors(T:nn.Module, # latent map (B, l) -> (B, l), one rot
 # %% ../nbs/05_symmetry_discovery.ipynb #98e34ede
 class FlowLosses(NamedTuple):
     "The four losses of oracle-preserving latent flows (differentiable scalar tensors)."
-    invariance: torch.Tensor  # mean over points of sum_a ||psi(z + eps g_a(z)) - psi(z)||^2 / eps^2
+    invariance: torch.Tensor  # mean over points of sum_a ||psi(z + eps g_a(z)) - psi(z)||^2 / eps^2 (scale-free: g_a -> g_a/||g_a||, divided by the same for the coordinate axes)
     normalization: torch.Tensor  # sum_a [mean over points of (||g_a|| - 1)^2 + variance of ||g_a||]
-    orthogonality: torch.Tensor  # mean over points of sum_{a<b} (g_a . g_b)^2
+    orthogonality: torch.Tensor  # mean over points of sum_{a<b} (g_a . g_b)^2 (scale-free: cos^2 of the angle between g_a and g_b)
     closure: torch.Tensor  # mean squared residual of [g_a, g_b] - sum_c c_abc g_c over pairs a<b (0: one generator or closure=False)
+
+@torch.no_grad()
+def axes_invariance(oracle:nn.Module, # latent (B, l) -> logits (B, K)
+                    z:torch.Tensor, # (B, l) latent points
+                    eps:float=0.05, # size of the step
+                    batch_size:int=4096, # points per pass
+                   ) -> float:
+    "Mean over the points and the l coordinate axes e_i of ||psi(z + eps e_i) - psi(z)||^2 / eps^2 (~ ||J_psi||_F^2 / l: what an isotropic random unit step costs)."
+    l = z.shape[1]; I = eps*torch.eye(l, dtype=z.dtype, device=z.device); total = 0.
+    for i in range(0, len(z), batch_size):
+        zb = z[i:i+batch_size]; B = len(zb)
+        total += ((oracle((zb[:, None] + I).reshape(B*l, l)).reshape(B, l, -1) - oracle(zb)[:, None])**2).sum(-1).mean(1).sum().item()
+    return total/len(z)/eps**2
 
 def flow_losses(flow:LatentFlow, # generators
                 oracle:nn.Module, # latent (B, l) -> logits (B, K); kept fixed
                 z:torch.Tensor, # (B, l) latent points
                 eps:float=0.05, # size of the infinitesimal step
                 closure:bool=True, # compute the closure loss (needs >= 2 generators)
+                scale_free:bool=False, # invariance and orthogonality of the unit directions g_a/||g_a||, the invariance relative to the coordinate axes' (so that shrinking the fields lowers neither); False: the paper's losses
+                reference:float|None=None, # scale-free only: the `axes_invariance` to divide by (None: that of z; `train_flow` passes the one of all its points)
                ) -> FlowLosses:
     "The invariance, normalisation, orthogonality and closure losses of oracle-preserving latent flows."
     check_positive('eps', eps)
     g = flow(z); B, G, l = g.shape
-    psi0 = oracle(z); psi1 = oracle((z[:, None] + eps*g).reshape(B*G, l)).reshape(B, G, -1)
-    inv = ((psi1 - psi0[:, None])**2).sum(-1).sum(-1).mean()/eps**2
     n = g.norm(dim=-1)
+    d = g/n[..., None].clamp_min(1e-12) if scale_free else g                    # the steps the invariance and orthogonality losses see
+    psi0 = oracle(z); psi1 = oracle((z[:, None] + eps*d).reshape(B*G, l)).reshape(B, G, -1)
+    inv = ((psi1 - psi0[:, None])**2).sum(-1).sum(-1).mean()/eps**2
+    if scale_free: inv = inv/max(axes_invariance(oracle, z, eps) if reference is None else reference, 1e-12)   # 1: as steep as a random direction
     norm = ((n - 1)**2).mean(0).sum() + n.var(0).sum()
     pairs = torch.triu(torch.ones(G, G, dtype=torch.bool, device=z.device), 1)
-    ortho = (g @ g.transpose(1, 2))[:, pairs].pow(2).sum(-1).mean()
+    ortho = (d @ d.transpose(1, 2))[:, pairs].pow(2).sum(-1).mean()
     clos = z.new_zeros(())
     if closure and G > 1:
         br = lie_brackets(flow, z)[:, pairs]                                    # (B, P, l)
@@ -284,6 +301,7 @@ def train_flow(oracle:nn.Module, # latent (B, l) -> logits (B, K); frozen
                tangent_bases:torch.Tensor|None=None, # (N, m, l) orthonormal rows spanning the data's local tangent space at each point of Z (`local_tangent_bases`); None: no tangency term
                tangent_weight:float=10., # weight of the tangency loss mean_a ||(I - P) g_a||^2 / ||g_a||^2 (P: projection on the local tangent space; relative, so that shrinking the generators does not lower it)
                monitor:torch.Tensor|None=None, # (M, l) latent points on which the four `FlowLosses` are recorded after every epoch (`.history['eval']`); None: not recorded
+               scale_free:bool=False, # scale-free invariance and orthogonality losses (`flow_losses`); False: the paper's
                retrain:bool=False, # train again even if a cached flow exists (the key: every setting above, the oracle's repr and state_dict, Z, tangent_bases, monitor)
               ) -> LatentFlow:
     "Train (or load) `n_generators` oracle-preserving vector fields on the latent points `Z` (history in `.history`, every restart's final training loss in `.restart_losses`)."
@@ -296,14 +314,15 @@ def train_flow(oracle:nn.Module, # latent (B, l) -> logits (B, K); frozen
     w = {**dict.fromkeys(FlowLosses._fields, 1.), **(weights or {})}
     for p in oracle.parameters(): p.requires_grad_(False)
     oracle.eval().to(device)
+    ref = axes_invariance(oracle, Z.to(get_device(device)), eps) if scale_free else None   # one constant for the whole training: the oracle is fixed
     def loss(m, b):
-        ls = flow_losses(m, oracle, b[0], eps); total = sum(w[k]*v for k, v in ls._asdict().items())
+        ls = flow_losses(m, oracle, b[0], eps, scale_free=scale_free, reference=ref); total = sum(w[k]*v for k, v in ls._asdict().items())
         if len(b) > 1:                                                             # tangency: generators along the data's local tangent space
             g = m(b[0]); out = g - torch.einsum('bml,bgm->bgl', b[1], torch.einsum('bml,bgl->bgm', b[1], g))
             total = total + tangent_weight*(out.pow(2).sum(-1)/g.pow(2).sum(-1).clamp_min(1e-12)).mean()   # relative: shrinking g does not lower it
         return total
     data = (Z,) if tangent_bases is None else (Z, tangent_bases)
-    watch = None if monitor is None else lambda m, epoch: {k: v.item() for k, v in flow_losses(m, oracle, monitor.to(get_device(device)), eps, closure=n_generators > 1)._asdict().items()}
+    watch = None if monitor is None else lambda m, epoch: {k: v.item() for k, v in flow_losses(m, oracle, monitor.to(get_device(device)), eps, closure=n_generators > 1, scale_free=scale_free, reference=ref)._asdict().items()}
     def build(r=0): set_seed(seed + r); return LatentFlow(Z.shape[1], n_generators, hidden)
     def train(flow):
         "Train every restart (restart 0 is `flow`), keep the lowest final training loss in `flow`."
@@ -315,7 +334,8 @@ def train_flow(oracle:nn.Module, # latent (B, l) -> logits (B, K); frozen
         flow.load_state_dict(best.state_dict()); return dict(best.history, restart_losses=losses)
     config = dict(n_generators=n_generators, epochs=epochs, lr=lr, batch_size=batch_size, eps=eps, weights=w, seed=seed, hidden=hidden,
                   restarts=restarts, tangent_weight=tangent_weight if tangent_bases is not None else None,
-                  tangent_loss='relative' if tangent_bases is not None else None, oracle=repr(oracle))   # repr: class, layers and settings; state_dict: weights
+                  tangent_loss='relative' if tangent_bases is not None else None, oracle=repr(oracle),   # repr: class, layers and settings; state_dict: weights
+                  **({'scale_free': 'unit directions, invariance / axes_invariance(Z)'} if scale_free else {}))   # only when set: flows cached before this option keep their keys
     arrays = [Z, *([] if tangent_bases is None else [tangent_bases]), *([] if monitor is None else [monitor]), *oracle.state_dict().values()]
     flow = cached_model('latent_flow', config, build, train, data_fp=fingerprint(*arrays), retrain=retrain, device=device)
     flow.restart_losses = flow.history['restart_losses']
@@ -563,6 +583,8 @@ class FlowAnalysis:
     generator_tangent_share: list[float]|None  # (G,) mean share ||P g_a|| / ||g_a|| of each generator in that tangent space (1: the tangency term holds)
     tangent_weight: float|None  # weight of the tangency loss (None: no tangency term)
     generator_norm: list[float]  # (G,) mean ||g_a|| at the held-out latents (the normalisation loss asks 1; near 0: the fields collapsed and only their directions count)
+    generator_pair_abs_cos: list[float]  # mean over held-out latents of |cos(g_a, g_b)| per pair a<b (near 1: the generators point the same way); [] for one generator
+    scale_free: bool  # trained with the scale-free invariance and orthogonality losses (`flow_losses`); False: the paper's
     oracle: nn.Module = field(repr=False, default=None)  # the oracle (latent -> logits), on standardised latents
     flow: LatentFlow = field(repr=False, default=None)  # the kept flow
     Ztr: torch.Tensor = field(repr=False, default=None)  # (N*A, l) standardised training latents
@@ -588,6 +610,7 @@ def flow_analysis(vae:nn.Module, # trained VAE whose posterior means are the lat
                   tangent_dims:int|None=None, # also ask the generators to follow the training latents' local tangent space of this dimension (None: oracle only)
                   neighbours:int=30, # nearest training latents that define that tangent space
                   tangent_weight:float=10., # weight of the tangency loss (`train_flow`)
+                  scale_free:bool=False, # scale-free invariance and orthogonality losses (`flow_losses`); False: the paper's
                   n_random:int=20, # untrained flow networks for the random floor
                   eps:float=0.05, # infinitesimal step of the invariance loss
                   seed:int=0, # seeds the oracle, the flows and the random floor
@@ -607,7 +630,7 @@ def flow_analysis(vae:nn.Module, # trained VAE whose posterior means are the lat
     acc = classifier_accuracy(oracle, Zte, yte, device)
     bases = None if tangent_dims is None else local_tangent_bases(Ztr, tangent_dims, neighbours)
     flow = train_flow(oracle, Ztr, n_generators, epochs=flow_epochs, eps=eps, seed=seed, device=device, desc=f'flow {name}', restarts=restarts,
-                      tangent_bases=bases, tangent_weight=tangent_weight, monitor=Zte[::max(1, len(Zte)//1000)], retrain=retrain)
+                      tangent_bases=bases, tangent_weight=tangent_weight, monitor=Zte[::max(1, len(Zte)//1000)], scale_free=scale_free, retrain=retrain)
     flow, oracle = flow.cpu(), oracle.cpu()   # trained wherever `device` says; analysed with the CPU latents below
     curves = dict(train=flow.history['loss'], **{k: [e[k] for e in flow.history['eval']] for k in FlowLosses._fields})
     total = np.sum([curves[k] for k in FlowLosses._fields], 0); k0 = max(0, int(round(0.8*len(total))) - 1)
@@ -618,8 +641,9 @@ def flow_analysis(vae:nn.Module, # trained VAE whose posterior means are the lat
         floors = []
         for r in range(n_random):
             set_seed(seed + 1000 + r); floors.append(field_alignment(LatentFlow(Zte.shape[1], n_generators).eval()(Zte), V))
-        losses = {k: v.item() for k, v in flow_losses(flow, oracle, Zte[:2000], eps, closure=False)._asdict().items()}
-    if n_generators > 1: losses['closure'] = flow_losses(flow, oracle, Zte[:500], eps).closure.item()
+        losses = {k: v.item() for k, v in flow_losses(flow, oracle, Zte[:2000], eps, closure=False, scale_free=scale_free)._asdict().items()}
+        U = G/G.norm(dim=-1, keepdim=True).clamp_min(1e-12); pair_cos = torch.einsum('bgl,bhl->bgh', U, U).abs().mean(0)
+    if n_generators > 1: losses['closure'] = flow_losses(flow, oracle, Zte[:500], eps, scale_free=scale_free).closure.item()
     best = int(np.argmax(al.abs_cos)); ci = mean_interval(cos[:, best].numpy()); l = Zte.shape[1]
     ceil = mean_interval(oracle_flat_share(oracle, Zte, V).numpy())
     Qte = None if tangent_dims is None else local_tangent_bases(Ztr, tangent_dims, neighbours, at=Zte)   # also for the generators' share
@@ -636,7 +660,8 @@ def flow_analysis(vae:nn.Module, # trained VAE whose posterior means are the lat
                         final_losses=losses, restart_train_losses=flow.restart_losses, loss_curves=curves, loss_tail_change=tail, latent_scale=scale, n_generators=n_generators,
                         n_test_images=len(yte), tangent_dims=tangent_dims, tangent_share=None if tan is None else tan.mean,
                         tangent_share_interval=None if tan is None else [tan.low, tan.high], generator_tangent_share=gtan,
-                        tangent_weight=None if tangent_dims is None else tangent_weight, generator_norm=G.norm(dim=-1).mean(0).tolist(), oracle=oracle, flow=flow, Ztr=Ztr, Zte=Zte, V=V, shift=shift)
+                        tangent_weight=None if tangent_dims is None else tangent_weight, generator_norm=G.norm(dim=-1).mean(0).tolist(),
+                        generator_pair_abs_cos=[pair_cos[a, b].item() for a in range(n_generators) for b in range(a + 1, n_generators)], scale_free=scale_free, oracle=oracle, flow=flow, Ztr=Ztr, Zte=Zte, V=V, shift=shift)
 
 # %% ../nbs/05_symmetry_discovery.ipynb #42430319
 def train_orbit_classifier(orbits:torch.Tensor, # (N, A, l) latent orbits of labelled images
