@@ -253,7 +253,8 @@ def axes_invariance(oracle:nn.Module, # latent (B, l) -> logits (B, K)
                     batch_size:int=4096, # points per pass
                    ) -> float:
     "Mean over the points and the l coordinate axes e_i of ||psi(z + eps e_i) - psi(z)||^2 / eps^2 (~ ||J_psi||_F^2 / l: what an isotropic random unit step costs)."
-    l = z.shape[1]; I = eps*torch.eye(l, dtype=z.dtype, device=z.device); total = 0.
+    if not isinstance(z, torch.Tensor) or z.ndim != 2: raise ValueError(f"z must be a (B, l) tensor of latent points; got {tuple(getattr(z, 'shape', ())) or type(z).__name__}")
+    check_positive('eps', eps); l = z.shape[1]; I = eps*torch.eye(l, dtype=z.dtype, device=z.device); total = 0.
     for i in range(0, len(z), batch_size):
         zb = z[i:i+batch_size]; B = len(zb)
         total += ((oracle((zb[:, None] + I).reshape(B*l, l)).reshape(B, l, -1) - oracle(zb)[:, None])**2).sum(-1).mean(1).sum().item()
@@ -632,6 +633,7 @@ def flow_analysis(vae:nn.Module, # trained VAE whose posterior means are the lat
     flow = train_flow(oracle, Ztr, n_generators, epochs=flow_epochs, eps=eps, seed=seed, device=device, desc=f'flow {name}', restarts=restarts,
                       tangent_bases=bases, tangent_weight=tangent_weight, monitor=Zte[::max(1, len(Zte)//1000)], scale_free=scale_free, retrain=retrain)
     flow, oracle = flow.cpu(), oracle.cpu()   # trained wherever `device` says; analysed with the CPU latents below
+    ref = axes_invariance(oracle, Ztr, eps) if scale_free else None   # the training's reference (`train_flow`), so that final losses and curves agree
     curves = dict(train=flow.history['loss'], **{k: [e[k] for e in flow.history['eval']] for k in FlowLosses._fields})
     total = np.sum([curves[k] for k in FlowLosses._fields], 0); k0 = max(0, int(round(0.8*len(total))) - 1)
     tail = float(abs(total[-1] - total[k0])/max(abs(total[-1]), 1e-12))
@@ -641,9 +643,9 @@ def flow_analysis(vae:nn.Module, # trained VAE whose posterior means are the lat
         floors = []
         for r in range(n_random):
             set_seed(seed + 1000 + r); floors.append(field_alignment(LatentFlow(Zte.shape[1], n_generators).eval()(Zte), V))
-        losses = {k: v.item() for k, v in flow_losses(flow, oracle, Zte[:2000], eps, closure=False, scale_free=scale_free)._asdict().items()}
+        losses = {k: v.item() for k, v in flow_losses(flow, oracle, Zte[:2000], eps, closure=False, scale_free=scale_free, reference=ref)._asdict().items()}
         U = G/G.norm(dim=-1, keepdim=True).clamp_min(1e-12); pair_cos = torch.einsum('bgl,bhl->bgh', U, U).abs().mean(0)
-    if n_generators > 1: losses['closure'] = flow_losses(flow, oracle, Zte[:500], eps, scale_free=scale_free).closure.item()
+    if n_generators > 1: losses['closure'] = flow_losses(flow, oracle, Zte[:500], eps, scale_free=scale_free, reference=ref).closure.item()
     best = int(np.argmax(al.abs_cos)); ci = mean_interval(cos[:, best].numpy()); l = Zte.shape[1]
     ceil = mean_interval(oracle_flat_share(oracle, Zte, V).numpy())
     Qte = None if tangent_dims is None else local_tangent_bases(Ztr, tangent_dims, neighbours, at=Zte)   # also for the generators' share
