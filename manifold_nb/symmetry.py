@@ -275,7 +275,11 @@ def flow_losses(flow:LatentFlow, # generators
     d = g/n[..., None].clamp_min(1e-12) if scale_free else g                    # the steps the invariance and orthogonality losses see
     psi0 = oracle(z); psi1 = oracle((z[:, None] + eps*d).reshape(B*G, l)).reshape(B, G, -1)
     inv = ((psi1 - psi0[:, None])**2).sum(-1).sum(-1).mean()/eps**2
-    if scale_free: inv = inv/max(axes_invariance(oracle, z, eps) if reference is None else reference, 1e-12)   # 1: as steep as a random direction
+    if reference is not None and not scale_free: raise ValueError(f"reference={reference} is used only with scale_free=True")
+    if scale_free:                                                                 # per generator, 1: as steep as a random direction
+        ref = axes_invariance(oracle, z, eps) if reference is None else reference
+        if not ref > 0: raise ValueError(f"the oracle does not change along any axis (axes_invariance {ref}): scale_free needs an oracle that varies")
+        inv = inv/ref
     norm = ((n - 1)**2).mean(0).sum() + n.var(0).sum()
     pairs = torch.triu(torch.ones(G, G, dtype=torch.bool, device=z.device), 1)
     ortho = (d @ d.transpose(1, 2))[:, pairs].pow(2).sum(-1).mean()

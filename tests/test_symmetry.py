@@ -290,3 +290,20 @@ def test_c12_encoder_turns_its_latent_at_every_30_degree_step(sym):
     assert max(c12["mean"][k] for k, a in enumerate(c12["angles"]) if a % 90 == 0) < 1e-4
     assert min(e2["mean"][k] for k in off) > 3 * max(c12["mean"][k] for k in off)   # the old encoder: quarter turns only
     assert m["c12_summary"]["neg_elbo"]["c12"] < m["c12_summary"]["neg_elbo"]["small_conv"] + 15   # reconstructions not worse (quick: 6 epochs)
+
+
+def test_flow_analysis_scale_free():
+    "flow_analysis with the scale-free losses (the ten-digit setting, full profile only in the notebook): fields keep their length, pairs reported, final losses against the training reference."
+    import torch
+    from manifold_nb.data import rotated_mnist_file, load_rotated_mnist
+    from manifold_nb.symmetry import VAEJob, flow_analysis, flow_losses, axes_invariance
+    tr, te = rotated_mnist_file([1, 2], "train", 20, 30, 0), rotated_mnist_file([1, 2], "test", 10, 30, 0)
+    (Xtr, ytr, _), (Xte, yte, _) = load_rotated_mnist(tr), load_rotated_mnist(te)
+    vae = VAEJob("small_conv", 3, str(tr), 1, 3e-3).train()
+    fa = flow_analysis(vae, Xtr, ytr, Xte, yte, classes=[1, 2], n_generators=2, oracle_epochs=5, flow_epochs=60, scale_free=True, n_random=2)
+    assert fa.scale_free and len(fa.generator_pair_abs_cos) == 1
+    # unit-length fields that do not share one direction (this small run: lengths 0.96/0.85, |cos| 0.49; collapsed ten-digit fields had 0.038 and 0.99998)
+    assert min(fa.generator_norm) > 0.5 and fa.generator_pair_abs_cos[0] < 0.9, (fa.generator_norm, fa.generator_pair_abs_cos)
+    with torch.no_grad():   # the reported invariance is relative to the training latents' axes_invariance, as during training
+        inv = flow_losses(fa.flow, fa.oracle, fa.Zte[:2000], scale_free=True, reference=axes_invariance(fa.oracle, fa.Ztr), closure=False).invariance.item()
+    assert abs(fa.final_losses["invariance"] - inv) <= 1e-6*max(inv, 1.), (fa.final_losses, inv)
