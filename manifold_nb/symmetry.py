@@ -270,12 +270,12 @@ def flow_losses(flow:LatentFlow, # generators
                ) -> FlowLosses:
     "The invariance, normalisation, orthogonality and closure losses of oracle-preserving latent flows."
     check_positive('eps', eps)
+    if reference is not None and not scale_free: raise ValueError(f"reference={reference} is used only with scale_free=True")
     g = flow(z); B, G, l = g.shape
     n = g.norm(dim=-1)
     d = g/n[..., None].clamp_min(1e-12) if scale_free else g                    # the steps the invariance and orthogonality losses see
     psi0 = oracle(z); psi1 = oracle((z[:, None] + eps*d).reshape(B*G, l)).reshape(B, G, -1)
     inv = ((psi1 - psi0[:, None])**2).sum(-1).sum(-1).mean()/eps**2
-    if reference is not None and not scale_free: raise ValueError(f"reference={reference} is used only with scale_free=True")
     if scale_free:                                                                 # per generator, 1: as steep as a random direction
         ref = axes_invariance(oracle, z, eps) if reference is None else reference
         if not ref > 0: raise ValueError(f"the oracle does not change along any axis (axes_invariance {ref}): scale_free needs an oracle that varies")
@@ -319,7 +319,7 @@ def train_flow(oracle:nn.Module, # latent (B, l) -> logits (B, K); frozen
     w = {**dict.fromkeys(FlowLosses._fields, 1.), **(weights or {})}
     for p in oracle.parameters(): p.requires_grad_(False)
     oracle.eval().to(device)
-    ref = axes_invariance(oracle, Z.to(get_device(device)), eps) if scale_free else None   # one constant for the whole training: the oracle is fixed
+    ref = None   # scale-free: one constant for the whole training (the oracle is fixed), computed in `train` (a cache hit needs none)
     def loss(m, b):
         ls = flow_losses(m, oracle, b[0], eps, scale_free=scale_free, reference=ref); total = sum(w[k]*v for k, v in ls._asdict().items())
         if len(b) > 1:                                                             # tangency: generators along the data's local tangent space
@@ -331,6 +331,8 @@ def train_flow(oracle:nn.Module, # latent (B, l) -> logits (B, K); frozen
     def build(r=0): set_seed(seed + r); return LatentFlow(Z.shape[1], n_generators, hidden)
     def train(flow):
         "Train every restart (restart 0 is `flow`), keep the lowest final training loss in `flow`."
+        nonlocal ref
+        if scale_free: ref = axes_invariance(oracle, Z.to(get_device(device)), eps)
         flows = [flow] + [build(r) for r in range(1, restarts)]
         for r, f in enumerate(flows):
             f.history = fit(f, data, loss, epochs=epochs, lr=lr, batch_size=batch_size, device=device, seed=seed + r, eval_fn=watch, progress=watch is None,   # monitored: no progress bar nor per-epoch line
