@@ -8,6 +8,7 @@ Docs: https://manifold-nb.github.io/manifold-nb/symmetry_discovery.html.md"""
 from __future__ import annotations
 import math
 from collections.abc import Mapping
+from contextlib import contextmanager, nullcontext
 import time
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -34,7 +35,8 @@ __all__ = ['VAEScores', 'vae_scores', 'mean_image_scores', 'VAEJob', 'train_vaes
            'latent_rotation_direction', 'alignment_per_point', 'FieldAlignment', 'field_alignment', 'isotropic_abs_cos',
            'SpanShare', 'span_share_by_k', 'oracle_flat_share', 'ClosureReport', 'closure_report',
            'train_latent_classifier', 'classifier_accuracy', 'OracleScore', 'latent_oracle_score', 'FlowAnalysis',
-           'flow_analysis', 'train_orbit_classifier', 'InvarianceResult', 'invariance_study']
+           'flow_analysis', 'train_orbit_classifier', 'InvarianceResult', 'invariance_study', 'TenDigitStudy',
+           'TenDigitResult', 'ten_digit_study', 'ten_digit_study_beside']
 
 # %% ../nbs/05_symmetry_discovery.ipynb #4f56d42e
 def _check_images(name:str, # parameter name, quoted in the error
@@ -267,11 +269,14 @@ def flow_losses(flow:LatentFlow, # generators
                 closure:bool=True, # compute the closure loss (needs >= 2 generators)
                 scale_free:bool=False, # invariance and orthogonality of the unit directions g_a/||g_a||, the invariance relative to the coordinate axes' (so that shrinking the fields lowers neither); False: the paper's losses
                 reference:float|None=None, # scale-free only: the `axes_invariance` to divide by (None: that of z; `train_flow` passes the one of all its points)
+                g:torch.Tensor|None=None, # (B, G, l) the fields at z, `flow(z)`, when the caller has them already (None: evaluated here)
                ) -> FlowLosses:
     "The invariance, normalisation, orthogonality and closure losses of oracle-preserving latent flows."
     check_positive('eps', eps)
     if reference is not None and not scale_free: raise ValueError(f"reference={reference} is used only with scale_free=True")
-    g = flow(z); B, G, l = g.shape
+    if g is not None and (not isinstance(g, torch.Tensor) or g.shape != (len(z), flow.n_generators, z.shape[1])):
+        raise ValueError(f"g must be flow(z), a ({len(z)}, {flow.n_generators}, {z.shape[1]}) tensor; got {tuple(getattr(g, 'shape', ()))}")
+    g = flow(z) if g is None else g; B, G, l = g.shape
     n = g.norm(dim=-1)
     d = g/n[..., None].clamp_min(1e-12) if scale_free else g                    # the steps the invariance and orthogonality losses see
     psi0 = oracle(z); psi1 = oracle((z[:, None] + eps*d).reshape(B*G, l)).reshape(B, G, -1)
@@ -285,7 +290,7 @@ def flow_losses(flow:LatentFlow, # generators
     ortho = (d @ d.transpose(1, 2))[:, pairs].pow(2).sum(-1).mean()
     clos = z.new_zeros(())
     if closure and G > 1:
-        br = lie_brackets(flow, z)[:, pairs]                                    # (B, P, l)
+        br = lie_brackets(flow, z, g)[:, pairs]                                 # (B, P, l)
         c = (flow.structure - flow.structure.transpose(0, 1))[pairs]            # (P, G) antisymmetric constants
         clos = (br - torch.einsum('pc,bcl->bpl', c, g)).pow(2).sum(-1).mean()
     return FlowLosses(invariance=inv, normalization=norm, orthogonality=ortho, closure=clos)
@@ -321,9 +326,10 @@ def train_flow(oracle:nn.Module, # latent (B, l) -> logits (B, K); frozen
     oracle.eval().to(device)
     ref = None   # scale-free: one constant for the whole training (the oracle is fixed), computed in `train` (a cache hit needs none)
     def loss(m, b):
-        ls = flow_losses(m, oracle, b[0], eps, scale_free=scale_free, reference=ref); total = sum(w[k]*v for k, v in ls._asdict().items())
+        g = m(b[0])                                                                # the fields once per step, for every term
+        ls = flow_losses(m, oracle, b[0], eps, scale_free=scale_free, reference=ref, g=g); total = sum(w[k]*v for k, v in ls._asdict().items())
         if len(b) > 1:                                                             # tangency: generators along the data's local tangent space
-            g = m(b[0]); out = g - torch.einsum('bml,bgm->bgl', b[1], torch.einsum('bml,bgl->bgm', b[1], g))
+            out = g - torch.einsum('bml,bgm->bgl', b[1], torch.einsum('bml,bgl->bgm', b[1], g))
             total = total + tangent_weight*(out.pow(2).sum(-1)/g.pow(2).sum(-1).clamp_min(1e-12)).mean()   # relative: shrinking g does not lower it
         return total
     data = (Z,) if tangent_bases is None else (Z, tangent_bases)
@@ -762,3 +768,106 @@ def invariance_study(*,
                                                       f'{n_tr} images x {A} angles (orbits from every start)', m.history['seconds'])
     res['oracle_all_angles'] = _invariance_result(cl[predict(oracle, Zt, device=device).argmax(1)], y_test, f'{n_tr} images x {A} angles')
     return res
+
+# %% ../nbs/05_symmetry_discovery.ipynb #b0360d21
+class TenDigitStudy(NamedTuple):
+    "Section 6's inputs: three VAE jobs (in the model cache after `train_vaes_side_by_side`), three rotated-MNIST files of digits 0-9, and the profile's settings."
+    flows_vae: VAEJob  # small conv VAE whose latent carries the ten-class oracle and the flows
+    classifiers_vae: VAEJob  # small conv VAE with the larger latent of the latent maps, the raw-latent oracle and the invariant classifiers
+    equivariant_vae: VAEJob  # e2cnn VAE of the equivariant invariant classifier
+    train_flows: str  # rotated-MNIST file (`rotated_mnist_file`): training images of the oracle and the flows
+    train_classifiers: str  # rotated-MNIST file: training images of the latent maps and the classifiers
+    test: str  # rotated-MNIST file: held-out images of every score
+    settings: Mapping  # the notebook's profile settings (`cfg`; keys `ten_*`, `oracle_epochs`, `flow_restarts`, `neighbours`, `tangent_weight`, `pool_weight_decay`, `n_*_ten*`)
+    seed: int = 0  # seeds every model
+    retrain: bool = False  # train the oracles, flows, latent maps and classifiers again even if cached (the VAEs are section 2's)
+
+class TenDigitResult(NamedTuple):
+    "What `ten_digit_study` returns."
+    metrics: dict  # section 6's numbers (`metrics.json`'s `ten_digits`): `data`, `flows`, `flow_one_generator`, `vae`, supervised errors, `invariant_classifier`
+    seconds: dict  # wall seconds of each step, as the notebook's stages name them, and their `total`
+    peak_rss_mb: float  # peak resident memory (MiB) of the process that ran the study
+    in_worker: bool = False  # whether a worker process beside the notebook ran it (`ten_digit_study_beside`)
+
+def ten_digit_study(study:TenDigitStudy, # the VAEs, files and settings
+                    device:str='cpu', # torch device
+                    stage=None, # context-manager factory that times each step, e.g. `Run.stage` (None: the steps are timed in `seconds` only)
+                   ) -> TenDigitResult:
+    "Section 6 (document 002, ten digits): oracle and flows on one latent; latent maps, raw-latent oracle and invariant classifiers on another."
+    from dataclasses import asdict
+    from manifold_nb.runs import peak_rss_mb
+    if not isinstance(study, TenDigitStudy): raise TypeError(f"study must be a TenDigitStudy; got {type(study).__name__}")
+    c, seed, retrain, classes, seconds = study.settings, study.seed, study.retrain, list(range(10)), {}
+    @contextmanager
+    def step(name):
+        t0 = time.perf_counter()
+        with (stage(f'ten digits: {name}') if stage else nullcontext()): yield
+        seconds[name] = round(time.perf_counter() - t0, 1)
+    with step('load'):
+        (Xtr, ytr, _), (Xtrc, ytrc, _), (Xte, yte, _) = (load_rotated_mnist(p) for p in (study.train_flows, study.train_classifiers, study.test))
+        v, vc, veq = (j.train(device) for j in study[:3])   # from the cache
+    A, flat = Xte.shape[1], lambda X: X.flatten(0, 1)
+    ten = dict(data=dict(flows_train_originals_per_digit=c['n_train_ten'], classifier_train_originals_per_digit=c['n_train_ten_clf'],
+                         test_originals_per_digit=c['n_test_ten'], angles=A, n_test_images=int(Xte.shape[0]*A), test_split='MNIST test',
+                         latent_flows=c['ten_latent'], latent_classifiers=c['ten_clf_latent']))
+    with step('oracle and flows'):     # the document's setting, with the scale-free losses of M3 unless settings say otherwise
+        kw = dict(classes=classes, oracle_epochs=c['oracle_epochs'], flow_epochs=c['ten_flow_epochs'], restarts=c['flow_restarts'], tangent_dims=c['ten_tangent_dims'],
+                  neighbours=c['neighbours'], tangent_weight=c['tangent_weight'], scale_free=c['ten_scale_free'], seed=seed, device=device, retrain=retrain)
+        ten['flows'] = flow_analysis(v, Xtr, ytr, Xte, yte, n_generators=c['ten_generators'], name='ten digits', **kw).metrics()
+        ten['flow_one_generator'] = flow_analysis(v, Xtr, ytr, Xte, yte, n_generators=1, name='ten digits, one generator', **kw).metrics()
+    with step('vae scores'):
+        ten['vae'] = {f"small_conv_{c['ten_latent']}_flows": asdict(vae_scores(v, flat(Xte), device=device)),
+                      f"small_conv_{c['ten_clf_latent']}_classifiers": asdict(vae_scores(vc, flat(Xte), device=device)),
+                      f"equivariant_{c['ten_clf_latent']}": asdict(vae_scores(veq, flat(Xte), device=device))}
+    with step('latent map single step'):
+        T = train_latent_map(vc, Xtrc, 1, epochs=c['ten_map_epochs'], seed=seed, device=device, name=f"latent_map_ten_{c['ten_clf_latent']}", retrain=retrain)
+    with step('orbit map'):
+        Torb = train_orbit_map(vc, Xtrc, epochs=c['ten_orbit_epochs'], seed=seed, device=device, name=f"orbit_map_ten_{c['ten_clf_latent']}", retrain=retrain)
+    with step('stepwise errors'):
+        ten['supervised_orbit_mse'] = stepwise_rotation_errors(Torb, vc, Xte, device).learned[1:]
+        e = stepwise_rotation_errors(T, vc, Xte, device)
+        ten['supervised_single_step_mse'], ten['supervised_vae_floor_mse'] = e.learned[1:], e.vae_floor[1:]
+    with step('oracle raw latent'):
+        oracle = train_latent_classifier(encode_mean(vc, flat(Xtrc), device=device), ytrc.repeat_interleave(A), classes,
+                                         epochs=c['ten_oracle_epochs'], seed=seed, device=device, retrain=retrain, desc='oracle ten (raw latent)')
+    with step('invariant classifiers'):
+        ten['invariant_classifier'] = {k: asdict(r) for k, r in invariance_study(
+            plain_vae=vc, latent_map=Torb, equivariant_vae=veq, oracle=oracle, X_train=Xtrc, y_train=ytrc, X_test=Xte, y_test=yte,
+            classes=classes, epochs=4*c['ten_oracle_epochs'], pool_epochs=c['ten_pool_epochs'], pool_weight_decay=c['pool_weight_decay'],
+            seed=seed, device=device, retrain=retrain, name='ten').items()}
+    return TenDigitResult(ten, {**seconds, 'total': round(sum(seconds.values()), 1)}, peak_rss_mb())
+
+def _ten_digit_worker(fields:tuple, # `TenDigitStudy` as plain values, its VAE jobs as tuples (a notebook's own classes cannot be sent to a worker)
+                      cache:str, # model cache folder of the parent process
+                      threads:int, # torch and BLAS threads of the worker
+                     ) -> tuple:
+    "Worker: run `ten_digit_study` on the CPU at `threads` threads into the cache `cache`; return the `TenDigitResult` as a plain tuple."
+    import os; os.environ['MANIFOLD_NB_CACHE'] = cache; torch.set_num_threads(threads)
+    from threadpoolctl import threadpool_limits   # torch.set_num_threads does not limit OpenBLAS
+    with threadpool_limits(threads): return tuple(ten_digit_study(TenDigitStudy(*(VAEJob(*j) for j in fields[:3]), *fields[3:]), 'cpu')._replace(in_worker=True))
+
+def ten_digit_study_beside(study:TenDigitStudy, # the VAEs (already in the model cache), files and settings
+                           workers:int=2, # ≥2: start a worker process now; 1: run in this process when the result is asked for
+                           device:str='cpu', # "cpu" (a worker is possible) or any other torch device (always this process)
+                           threads:int=1, # torch and BLAS threads of the worker
+                          ):
+    "Start `ten_digit_study` in a worker process when `workers` ≥ 2 on the CPU; return `result(stage=None) -> TenDigitResult`, which waits for the worker (or runs the study here)."
+    if not isinstance(study, TenDigitStudy): raise TypeError(f"study must be a TenDigitStudy; got {type(study).__name__}")
+    check_positive('workers', workers); check_positive('threads', threads)
+    if workers == 1 or get_device(device).type != 'cpu':
+        def result(stage=None):
+            "Run the study in this process now (each step timed by `stage`)."
+            return ten_digit_study(study, device, stage)
+        return result
+    import multiprocessing as mp, importlib
+    worker = importlib.import_module('manifold_nb.symmetry')._ten_digit_worker   # the installed module's function, also when this runs in a notebook
+    pool = mp.get_context('spawn').Pool(1)    # daemon process: it ends with this one if the notebook stops before section 6
+    fields = (*(tuple(j) for j in study[:3]), *study[3:6], dict(study.settings), study.seed, study.retrain)
+    pending = pool.apply_async(worker, (fields, str(cache_dir()), threads))
+    def result(stage=None):
+        "Wait for the worker's result (the wait timed by `stage` as 'ten digits: wait for the worker')."
+        try:
+            with (stage('ten digits: wait for the worker') if stage else nullcontext()): r = pending.get()
+        finally: pool.close(); pool.join()
+        return TenDigitResult(*r)
+    return result

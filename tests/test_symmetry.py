@@ -127,7 +127,7 @@ def test_span_16d(sym):
     assert abs(rand[0] - 0.1995) < 0.01                                   # E|cos| with a random direction in R^16
     assert all(r["learned_low"] <= r["learned"] <= r["learned_high"] for r in rows)
     # oracle only: the learned span is no better than random (many oracle-preserving directions); with the local-tangent
-    # term (relative, weight 10), rotation lies in the span of 4 generators (quick run, seed 0: 0.956 against 0.477 for random 4-d subspaces)
+    # term (relative, weight 10), rotation lies in the span of 4 generators (quick run, seed 0: 0.948 against 0.477 for random 4-d subspaces)
     assert rows[3]["learned_tangent"] > 0.85 and rows[3]["learned_tangent"] > rows[3]["random"] + 0.3, rows[3]
     assert m["span_16d_tangent"]["tangent_dims"] == 3 and m["span_16d"]["tangent_dims"] is None
     # the data's local tangent space holds most of the rotation direction in the quick latent (seed 0, with 30
@@ -135,8 +135,8 @@ def test_span_16d(sym):
     t = m["span_16d_tangent"]
     assert t["tangent_share_interval"][0] <= t["tangent_share"] <= t["tangent_share_interval"][1]
     assert t["tangent_share"] > 0.8 and m["span_16d"]["tangent_share"] is None, t["tangent_share"]
-    assert t["tangent_weight"] == 10 and min(t["generator_tangent_share"]) > 0.8, t   # the tangency term holds (seed 0: 0.92-0.94)
-    assert min(t["generator_norm"]) > 0.3, t["generator_norm"]                       # 16-D, two classes: the fields keep their length (seed 0: 0.57-0.73)
+    assert t["tangent_weight"] == 10 and min(t["generator_tangent_share"]) > 0.8, t   # the tangency term holds (seed 0: 0.91-0.93)
+    assert min(t["generator_norm"]) > 0.3, t["generator_norm"]                       # 16-D, two classes: the fields keep their length (seed 0: 0.56-0.70)
     grid = {(r["neighbours"], r["dims"]): r for r in m["span_16d_tangent_space"]}
     assert abs(grid[30, 3]["mean"] - t["tangent_share"]) < 1e-9 and abs(grid[30, 3]["random"] - 0.433) < 1e-3
     for k in (10, 30, 100): assert grid[k, 2]["mean"] < grid[k, 3]["mean"] < grid[k, 4]["mean"] < grid[k, 6]["mean"]
@@ -151,7 +151,7 @@ def test_two_generators(sym):
     assert t["n_generators"] == 2 and len(t["generator_abs_cos"]) == 2 and t["oracle_accuracy"] > 0.8
     assert t["span_share"] > t["random_flow_span_share"]                 # rotation lies more in the learned span than in random ones
     assert t["closure"]["outside_norm"] < 0.1                             # the learned pair nearly closes
-    # the paper's orthogonality loss keeps the two unit-length fields apart (quick run, seed 0: mean |cos(g1, g2)| 0.010)
+    # the paper's orthogonality loss keeps the two unit-length fields apart (quick run, seed 0: mean |cos(g1, g2)| 0.019)
     assert not t["scale_free"] and len(t["generator_pair_abs_cos"]) == 1 and t["generator_pair_abs_cos"][0] < 0.1, t["generator_pair_abs_cos"]
 
 
@@ -216,7 +216,7 @@ def test_symmetry_imports_only_lower_layers():
     local = {n.module.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.level and n.module}
     local |= {n.module.split(".")[1] for n in ast.walk(tree)
               if isinstance(n, ast.ImportFrom) and not n.level and n.module and n.module.startswith("manifold_nb.")}
-    allowed = {"utils", "cache", "train", "plots", "transforms", "data", "models", "conduit", "probes", "maps"}
+    allowed = {"utils", "cache", "train", "plots", "transforms", "runs", "data", "models", "conduit", "probes", "maps"}   # runs: core (peak memory)
     assert local and local <= allowed, sorted(local - allowed)
 
 
@@ -307,3 +307,37 @@ def test_flow_analysis_scale_free():
     with torch.no_grad():   # the reported invariance is relative to the training latents' axes_invariance, as during training
         inv = flow_losses(fa.flow, fa.oracle, fa.Zte[:2000], scale_free=True, reference=axes_invariance(fa.oracle, fa.Ztr), closure=False).invariance.item()
     assert abs(fa.final_losses["invariance"] - inv) <= 1e-6*max(inv, 1.), (fa.final_losses, inv)
+
+
+def test_ten_digit_study_beside_matches_in_process(tmp_path, monkeypatch):
+    "Section 6 in a worker process (M6) gives exactly the numbers of the same study run in this process, its models trained again here at one thread."
+    import torch
+    from threadpoolctl import threadpool_limits
+    from manifold_nb.data import rotated_mnist_file
+    from manifold_nb.symmetry import VAEJob, TenDigitStudy, ten_digit_study, ten_digit_study_beside, train_vaes_side_by_side
+    monkeypatch.setenv("MANIFOLD_NB_CACHE", str(tmp_path / "cache"))
+    digits = list(range(10))
+    tr, te = str(rotated_mnist_file(digits, "train", 3, 90, 0)), str(rotated_mnist_file(digits, "test", 2, 90, 0))   # 4 angles
+    jobs = [VAEJob("small_conv", 3, tr, 1, 3e-3), VAEJob("small_conv", 2, tr, 1, 3e-3), VAEJob("equivariant", 2, tr, 1, 3e-3, 64)]
+    settings = dict(n_train_ten=3, n_train_ten_clf=3, n_test_ten=2, ten_latent=3, ten_clf_latent=2, oracle_epochs=2, ten_flow_epochs=2, flow_restarts=1,
+                    ten_tangent_dims=2, neighbours=5, tangent_weight=10., ten_scale_free=True, ten_generators=2, ten_map_epochs=1, ten_orbit_epochs=1,
+                    ten_oracle_epochs=2, ten_pool_epochs=1, pool_weight_decay=0.05)
+    study = TenDigitStudy(*jobs, tr, tr, te, settings, seed=0)
+    train_vaes_side_by_side(dict(enumerate(jobs)), workers=1)
+    with monkeypatch.context() as mp:   # the worker trains the oracles, flows, maps and classifiers; this process does not
+        mp.setattr("manifold_nb.symmetry.ten_digit_study", lambda *a, **k: pytest.fail("ran in this process, not in the worker"))
+        beside = ten_digit_study_beside(study, workers=2)()
+    threads = torch.get_num_threads(); torch.set_num_threads(1)
+    try:
+        with threadpool_limits(1): here = ten_digit_study(study._replace(retrain=True))
+    finally: torch.set_num_threads(threads)
+    assert beside.in_worker and not here.in_worker and set(beside.seconds) == set(here.seconds) >= {"oracle and flows", "invariant classifiers", "total"}
+    assert beside.metrics == here.metrics
+    assert set(beside.metrics["invariant_classifier"]) >= {"oracle_all_angles"} and beside.metrics["data"]["angles"] == 4
+    stages = []
+    from contextlib import contextmanager
+    @contextmanager
+    def stage(name): stages.append(name); yield
+    assert ten_digit_study_beside(study, workers=1)(stage).metrics == here.metrics and "ten digits: oracle and flows" in stages   # one worker: here, steps as stages
+    with pytest.raises(TypeError, match="TenDigitStudy"):
+        ten_digit_study_beside(tuple(study))

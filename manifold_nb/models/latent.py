@@ -125,11 +125,15 @@ class LatentFlow(nn.Module):
 
 def lie_brackets(flow:LatentFlow, # generators g_a
                  z:torch.Tensor, # (B, l) points where the brackets are evaluated
+                 g:torch.Tensor|None=None, # (B, G, l) the fields at z, `flow(z)`, when the caller has them already (None: evaluated here)
                 ) -> torch.Tensor:
     "Lie brackets [g_a, g_b](z) = J_{g_b} g_a - J_{g_a} g_b of all generator pairs: (B, G, G, l)."
     _check_latents('z', z)
-    g = flow(z)
-    jg = torch.stack([torch.func.jvp(flow, (z,), (g[:, a],))[1] for a in range(flow.n_generators)], 1)  # [n,a,b] = J_{g_b} g_a
+    g = flow(z) if g is None else g
+    B, G, l = len(z), flow.n_generators, z.shape[1]
+    if not isinstance(g, torch.Tensor) or g.shape != (B, G, l): raise ValueError(f"g must be flow(z), a ({B}, {G}, {l}) tensor; got {tuple(getattr(g, 'shape', ()))}")
+    # one forward-mode pass for all G tangents: every point repeated G times, row (n, a) pushing g_a(z_n) forward
+    jg = torch.func.jvp(flow, (z[:, None].expand(B, G, l).reshape(B*G, l),), (g.reshape(B*G, l),))[1].reshape(B, G, G, l)  # [n,a,b] = J_{g_b} g_a
     return jg - jg.transpose(1, 2)
 
 @torch.no_grad()
