@@ -868,6 +868,7 @@ def ten_digit_study_beside(study:TenDigitStudy, # the VAEs (already in the model
         "Wait for the worker's result (the wait timed by `stage` as 'ten digits: wait for the worker')."
         try:
             with (stage('ten digits: wait for the worker') if stage else nullcontext()): r = pending.get()
+        except BaseException: pool.terminate(); raise      # e.g. an interrupted wait: stop the worker instead of joining it
         finally: pool.close(); pool.join()
         return TenDigitResult(*r)
     return result

@@ -341,3 +341,6 @@ def test_ten_digit_study_beside_matches_in_process(tmp_path, monkeypatch):
     assert ten_digit_study_beside(study, workers=1)(stage).metrics == here.metrics and "ten digits: oracle and flows" in stages   # one worker: here, steps as stages
     with pytest.raises(TypeError, match="TenDigitStudy"):
         ten_digit_study_beside(tuple(study))
+    missing = study._replace(test=str(tmp_path / "no_such_file.h5"))
+    with pytest.raises(Exception, match="no_such_file"):   # the worker's error reaches the notebook when it asks for the result
+        ten_digit_study_beside(missing, workers=2)()
