@@ -334,7 +334,7 @@ def _write_stages(rec:RunRecord, out:Path) -> Path:
 
 _BLAS_THREAD_VARS = ('OMP_NUM_THREADS', 'OPENBLAS_NUM_THREADS', 'MKL_NUM_THREADS')   # read by the BLAS libraries when a process starts
 # the parameters `reproduce --jobs N` (N > 1) gives every notebook that declares them: one torch thread, and no worker processes
-# of its own (04's autoencoders, 05's VAEs), so that N notebooks keep N cores busy without oversubscribing them: four
+# of its own (04's autoencoders, 05's VAEs and ten-digit study), so that N notebooks keep N cores busy without oversubscribing them: four
 # single-thread processes on two cores (two notebooks with two workers each) trained the full profile's models 30-40 %
 # slower per core than two
 SIDE_BY_SIDE = dict(threads=1, workers=1, train_processes=1)

@@ -7,7 +7,7 @@ Docs: https://manifold-nb.github.io/manifold-nb/symmetry_discovery.html.md"""
 # %% ../nbs/05_symmetry_discovery.ipynb #fd429dee
 from __future__ import annotations
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from contextlib import contextmanager, nullcontext
 import time
 from dataclasses import dataclass, field, fields
@@ -274,8 +274,9 @@ def flow_losses(flow:LatentFlow, # generators
     "The invariance, normalisation, orthogonality and closure losses of oracle-preserving latent flows."
     check_positive('eps', eps)
     if reference is not None and not scale_free: raise ValueError(f"reference={reference} is used only with scale_free=True")
-    if g is not None and (not isinstance(g, torch.Tensor) or g.shape != (len(z), flow.n_generators, z.shape[1])):
-        raise ValueError(f"g must be flow(z), a ({len(z)}, {flow.n_generators}, {z.shape[1]}) tensor; got {tuple(getattr(g, 'shape', ()))}")
+    if g is not None and not isinstance(g, torch.Tensor): raise TypeError(f"g must be a tensor, flow(z); got {type(g).__name__}")
+    if g is not None and g.shape != (len(z), flow.n_generators, z.shape[1]):
+        raise ValueError(f"g must be flow(z), a ({len(z)}, {flow.n_generators}, {z.shape[1]}) tensor; got shape {tuple(g.shape)}")
     g = flow(z) if g is None else g; B, G, l = g.shape
     n = g.norm(dim=-1)
     d = g/n[..., None].clamp_min(1e-12) if scale_free else g                    # the steps the invariance and orthogonality losses see
@@ -785,9 +786,21 @@ class TenDigitStudy(NamedTuple):
 class TenDigitResult(NamedTuple):
     "What `ten_digit_study` returns."
     metrics: dict  # section 6's numbers (`metrics.json`'s `ten_digits`): `data`, `flows`, `flow_one_generator`, `vae`, supervised errors, `invariant_classifier`
-    seconds: dict  # wall seconds of each step, as the notebook's stages name them, and their `total`
-    peak_rss_mb: float  # peak resident memory (MiB) of the process that ran the study
+    seconds: dict  # wall seconds of each step ('load', 'oracle and flows', ...; the run's stages prefix 'ten digits: ') and their `total`
+    peak_rss_mb: float  # peak resident memory (MiB) of the process that ran the study (in a worker: the study's own; in the kernel: the whole run's so far)
     in_worker: bool = False  # whether a worker process beside the notebook ran it (`ten_digit_study_beside`)
+
+_TEN_SETTINGS = ('n_train_ten', 'n_train_ten_clf', 'n_test_ten', 'ten_latent', 'ten_clf_latent', 'oracle_epochs', 'ten_flow_epochs', 'flow_restarts', 'ten_tangent_dims',
+                 'neighbours', 'tangent_weight', 'ten_scale_free', 'ten_generators', 'ten_map_epochs', 'ten_orbit_epochs', 'ten_oracle_epochs', 'ten_pool_epochs', 'pool_weight_decay')
+
+def _check_ten_study(study):
+    "Raise unless `study` is a `TenDigitStudy` whose settings hold every key the study reads and whose files exist (checked before any work)."
+    if not isinstance(study, TenDigitStudy): raise TypeError(f"study must be a TenDigitStudy; got {type(study).__name__}")
+    if not isinstance(study.settings, Mapping): raise TypeError(f"study.settings must be a mapping; got {type(study.settings).__name__}")
+    missing = [k for k in _TEN_SETTINGS if k not in study.settings]
+    if missing: raise ValueError(f"study.settings lacks {missing}; the study reads {list(_TEN_SETTINGS)}")
+    for name in ('train_flows', 'train_classifiers', 'test'):
+        if not Path(getattr(study, name)).is_file(): raise FileNotFoundError(f"study.{name}: no rotated-MNIST file at {getattr(study, name)}")
 
 def ten_digit_study(study:TenDigitStudy, # the VAEs, files and settings
                     device:str='cpu', # torch device
@@ -796,7 +809,7 @@ def ten_digit_study(study:TenDigitStudy, # the VAEs, files and settings
     "Section 6 (document 002, ten digits): oracle and flows on one latent; latent maps, raw-latent oracle and invariant classifiers on another."
     from dataclasses import asdict
     from manifold_nb.runs import peak_rss_mb
-    if not isinstance(study, TenDigitStudy): raise TypeError(f"study must be a TenDigitStudy; got {type(study).__name__}")
+    _check_ten_study(study)
     c, seed, retrain, classes, seconds = study.settings, study.seed, study.retrain, list(range(10)), {}
     @contextmanager
     def step(name):
@@ -840,35 +853,49 @@ def ten_digit_study(study:TenDigitStudy, # the VAEs, files and settings
 def _ten_digit_worker(fields:tuple, # `TenDigitStudy` as plain values, its VAE jobs as tuples (a notebook's own classes cannot be sent to a worker)
                       cache:str, # model cache folder of the parent process
                       threads:int, # torch and BLAS threads of the worker
-                     ) -> tuple:
-    "Worker: run `ten_digit_study` on the CPU at `threads` threads into the cache `cache`; return the `TenDigitResult` as a plain tuple."
-    import os; os.environ['MANIFOLD_NB_CACHE'] = cache; torch.set_num_threads(threads)
+                      conn, # sending end of a `multiprocessing.Pipe`: gets (True, result tuple) or (False, the formatted traceback)
+                     ):
+    "Worker: run `ten_digit_study` on the CPU at `threads` threads into the cache `cache` and send its `TenDigitResult` (or its error) through `conn`."
+    import os, traceback
     from threadpoolctl import threadpool_limits   # torch.set_num_threads does not limit OpenBLAS
-    with threadpool_limits(threads): return tuple(ten_digit_study(TenDigitStudy(*(VAEJob(*j) for j in fields[:3]), *fields[3:]), 'cpu')._replace(in_worker=True))
+    os.environ['MANIFOLD_NB_CACHE'] = cache
+    torch.set_num_threads(threads)
+    try:
+        with threadpool_limits(threads):
+            r = ten_digit_study(TenDigitStudy(*(VAEJob(*j) for j in fields[:3]), *fields[3:]), 'cpu')
+        conn.send((True, tuple(r._replace(in_worker=True))))
+    except BaseException as e: conn.send((False, ''.join(traceback.format_exception(e))))
+    finally: conn.close()
 
 def ten_digit_study_beside(study:TenDigitStudy, # the VAEs (already in the model cache), files and settings
                            workers:int=2, # ≥2: start a worker process now; 1: run in this process when the result is asked for
                            device:str='cpu', # "cpu" (a worker is possible) or any other torch device (always this process)
                            threads:int=1, # torch and BLAS threads of the worker
-                          ):
-    "Start `ten_digit_study` in a worker process when `workers` ≥ 2 on the CPU; return `result(stage=None) -> TenDigitResult`, which waits for the worker (or runs the study here)."
-    if not isinstance(study, TenDigitStudy): raise TypeError(f"study must be a TenDigitStudy; got {type(study).__name__}")
-    check_positive('workers', workers); check_positive('threads', threads)
+                          ) -> Callable[..., TenDigitResult]:
+    "Start `ten_digit_study` in a worker process when `workers` ≥ 2 on the CPU; return `result(stage=None)`, which waits for the worker (or runs the study here)."
+    _check_ten_study(study); check_positive('workers', workers); check_positive('threads', threads)
     if workers == 1 or get_device(device).type != 'cpu':
         def result(stage=None):
-            "Run the study in this process now (each step timed by `stage`)."
+            "Run the study in this process now (each step timed by `stage`, a context-manager factory such as `Run.stage`)."
             return ten_digit_study(study, device, stage)
         return result
     import multiprocessing as mp, importlib
-    worker = importlib.import_module('manifold_nb.symmetry')._ten_digit_worker   # the installed module's function, also when this runs in a notebook
-    pool = mp.get_context('spawn').Pool(1)    # daemon process: it ends with this one if the notebook stops before section 6
+    # the installed module's function (also when this runs in a notebook: export the notebook after editing the study)
+    worker = importlib.import_module('manifold_nb.symmetry')._ten_digit_worker
+    ctx = mp.get_context('spawn'); recv, send = ctx.Pipe(duplex=False)
     fields = (*(tuple(j) for j in study[:3]), *study[3:6], dict(study.settings), study.seed, study.retrain)
-    pending = pool.apply_async(worker, (fields, str(cache_dir()), threads))
+    # daemon: stopped when this process exits normally (e.g. the notebook fails before section 6); a kernel killed outright leaves it to finish
+    proc = ctx.Process(target=worker, args=(fields, str(cache_dir()), threads, send), daemon=True, name='ten-digit study')
+    proc.start(); send.close()
     def result(stage=None):
-        "Wait for the worker's result (the wait timed by `stage` as 'ten digits: wait for the worker')."
+        "Wait for the worker's result (the wait timed by `stage` as 'ten digits: wait for the worker'); its error, or its death, raises here."
         try:
-            with (stage('ten digits: wait for the worker') if stage else nullcontext()): r = pending.get()
-        except BaseException: pool.terminate(); raise      # e.g. an interrupted wait: stop the worker instead of joining it
-        finally: pool.close(); pool.join()
-        return TenDigitResult(*r)
+            with (stage('ten digits: wait for the worker') if stage else nullcontext()):
+                while not recv.poll(1.):
+                    if not proc.is_alive(): raise RuntimeError(f"the ten-digit worker (pid {proc.pid}) ended with exit code {proc.exitcode} before sending a result (out of memory?)")
+                ok, payload = recv.recv()
+        except BaseException: proc.terminate(); raise      # e.g. an interrupted wait: stop the worker instead of waiting for it
+        finally: recv.close(); proc.join()
+        if not ok: raise RuntimeError(f"the ten-digit study failed in its worker process:\n{payload}")
+        return TenDigitResult(*payload)
     return result

@@ -4,7 +4,7 @@ import pytest
 
 @pytest.fixture(scope="module")
 def sym(run_notebook):
-    return run_notebook("symmetry_discovery", seed=0)
+    return run_notebook("symmetry_discovery", seed=0, workers=1)   # one process: xdist runs another notebook beside it (as harness.SIDE_BY_SIDE)
 
 
 def test_hdf5_layout(sym):
@@ -311,6 +311,7 @@ def test_flow_analysis_scale_free():
 
 def test_ten_digit_study_beside_matches_in_process(tmp_path, monkeypatch):
     "Section 6 in a worker process (M6) gives exactly the numbers of the same study run in this process, its models trained again here at one thread."
+    import json, multiprocessing
     import torch
     from threadpoolctl import threadpool_limits
     from manifold_nb.data import rotated_mnist_file
@@ -332,15 +333,41 @@ def test_ten_digit_study_beside_matches_in_process(tmp_path, monkeypatch):
         with threadpool_limits(1): here = ten_digit_study(study._replace(retrain=True))
     finally: torch.set_num_threads(threads)
     assert beside.in_worker and not here.in_worker and set(beside.seconds) == set(here.seconds) >= {"oracle and flows", "invariant classifiers", "total"}
-    assert beside.metrics == here.metrics
+    assert json.dumps(beside.metrics, sort_keys=True) == json.dumps(here.metrics, sort_keys=True)   # every number equal (NaN too)
     assert set(beside.metrics["invariant_classifier"]) >= {"oracle_all_angles"} and beside.metrics["data"]["angles"] == 4
     stages = []
     from contextlib import contextmanager
     @contextmanager
     def stage(name): stages.append(name); yield
     assert ten_digit_study_beside(study, workers=1)(stage).metrics == here.metrics and "ten digits: oracle and flows" in stages   # one worker: here, steps as stages
+    # bad input raises before any worker starts; an error inside the worker raises when the notebook asks for the result
     with pytest.raises(TypeError, match="TenDigitStudy"):
         ten_digit_study_beside(tuple(study))
-    missing = study._replace(test=str(tmp_path / "no_such_file.h5"))
-    with pytest.raises(Exception, match="no_such_file"):   # the worker's error reaches the notebook when it asks for the result
-        ten_digit_study_beside(missing, workers=2)()
+    with pytest.raises(FileNotFoundError, match="study.test"):
+        ten_digit_study_beside(study._replace(test=str(tmp_path / "no_such_file.h5")))
+    with pytest.raises(ValueError, match="lacks \\['ten_generators'\\]"):
+        ten_digit_study_beside(study._replace(settings={k: v for k, v in settings.items() if k != "ten_generators"}))
+    with pytest.raises(RuntimeError, match="failed in its worker process(.|\\n)*dims must be one of"):
+        ten_digit_study_beside(study._replace(settings=dict(settings, ten_tangent_dims=99)), workers=2)()
+    assert not multiprocessing.active_children()
+
+
+def test_flow_losses_take_the_fields_once():
+    "flow_losses(g=flow(z)) gives the losses of flow_losses without g, and evaluates the flow network no more (train_flow passes g once per step)."
+    import torch
+    from manifold_nb.models.latent import LatentFlow
+    from manifold_nb.symmetry import flow_losses
+    torch.manual_seed(0)
+    flow, z = LatentFlow(3, 2), torch.randn(50, 3)
+    oracle = torch.nn.Linear(3, 2)
+    calls = []
+    flow.net.register_forward_hook(lambda *a: calls.append(1))
+    g = flow(z); calls.clear()
+    with_g = flow_losses(flow, oracle, z, g=g); n_with = len(calls); calls.clear()
+    without = flow_losses(flow, oracle, z); n_without = len(calls)
+    for a, b in zip(with_g, without): assert torch.allclose(a, b, rtol=1e-6, atol=1e-9), (with_g, without)
+    assert n_with == n_without - 1 == 1, (n_with, n_without)   # with g: only the one forward-mode pass of the brackets
+    with pytest.raises(ValueError, match="g must be flow"):
+        flow_losses(flow, oracle, z, g=g[:, :1])
+    with pytest.raises(TypeError, match="g must be a tensor"):
+        flow_losses(flow, oracle, z, g=g.tolist())

@@ -131,7 +131,8 @@ def lie_brackets(flow:LatentFlow, # generators g_a
     _check_latents('z', z)
     g = flow(z) if g is None else g
     B, G, l = len(z), flow.n_generators, z.shape[1]
-    if not isinstance(g, torch.Tensor) or g.shape != (B, G, l): raise ValueError(f"g must be flow(z), a ({B}, {G}, {l}) tensor; got {tuple(getattr(g, 'shape', ()))}")
+    if not isinstance(g, torch.Tensor): raise TypeError(f"g must be a tensor, flow(z); got {type(g).__name__}")
+    if g.shape != (B, G, l): raise ValueError(f"g must be flow(z), a ({B}, {G}, {l}) tensor; got shape {tuple(g.shape)}")
     # one forward-mode pass for all G tangents: every point repeated G times, row (n, a) pushing g_a(z_n) forward
     jg = torch.func.jvp(flow, (z[:, None].expand(B, G, l).reshape(B*G, l),), (g.reshape(B*G, l),))[1].reshape(B, G, G, l)  # [n,a,b] = J_{g_b} g_a
     return jg - jg.transpose(1, 2)
