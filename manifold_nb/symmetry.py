@@ -10,7 +10,7 @@ import math
 from collections.abc import Callable, Mapping
 from contextlib import contextmanager, nullcontext
 import time
-from dataclasses import dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import NamedTuple
 import numpy as np
@@ -21,10 +21,11 @@ from .transforms import transform
 from .utils import check_choice, check_positive, get_device, set_seed
 from .data import rotation_angles, rotated_mnist_file, load_rotated_mnist
 from .cache import cache_dir, cached_model, fingerprint
+from .runs import peak_rss_mb
 from .train import fit, predict
 from .probes import mean_interval, wilson_interval, MeanInterval
 from .models.vae import (latent_rotation_error, train_vae, vae_cache_entry, negative_elbo, encode_mean, encode_posterior, decode_images, rotate_latent_blocks)
-from .models.latent import (LatentMap, iterate_map, latent_orbits, orbit_average, LatentMLP, LatentFlow, lie_brackets,
+from .models.latent import (LatentMap, iterate_map, latent_orbits, orbit_average, LatentMLP, LatentFlow, flow_fields, lie_brackets,
                                        integrate_flow, RadialOracle, annulus_points, block_rotation_fields, OrbitPoolClassifier,
                                        so2_invariants)
 
@@ -274,10 +275,7 @@ def flow_losses(flow:LatentFlow, # generators
     "The invariance, normalisation, orthogonality and closure losses of oracle-preserving latent flows."
     check_positive('eps', eps)
     if reference is not None and not scale_free: raise ValueError(f"reference={reference} is used only with scale_free=True")
-    if g is not None and not isinstance(g, torch.Tensor): raise TypeError(f"g must be a tensor, flow(z); got {type(g).__name__}")
-    if g is not None and g.shape != (len(z), flow.n_generators, z.shape[1]):
-        raise ValueError(f"g must be flow(z), a ({len(z)}, {flow.n_generators}, {z.shape[1]}) tensor; got shape {tuple(g.shape)}")
-    g = flow(z) if g is None else g; B, G, l = g.shape
+    g = flow_fields(flow, z, g); B, G, l = g.shape
     n = g.norm(dim=-1)
     d = g/n[..., None].clamp_min(1e-12) if scale_free else g                    # the steps the invariance and orthogonality losses see
     psi0 = oracle(z); psi1 = oracle((z[:, None] + eps*d).reshape(B*G, l)).reshape(B, G, -1)
@@ -807,8 +805,6 @@ def ten_digit_study(study:TenDigitStudy, # the VAEs, files and settings
                     stage=None, # context-manager factory that times each step, e.g. `Run.stage` (None: the steps are timed in `seconds` only)
                    ) -> TenDigitResult:
     "Section 6 (document 002, ten digits): oracle and flows on one latent; latent maps, raw-latent oracle and invariant classifiers on another."
-    from dataclasses import asdict
-    from manifold_nb.runs import peak_rss_mb
     _check_ten_study(study)
     c, seed, retrain, classes, seconds = study.settings, study.seed, study.retrain, list(range(10)), {}
     @contextmanager
@@ -891,9 +887,9 @@ def ten_digit_study_beside(study:TenDigitStudy, # the VAEs (already in the model
         "Wait for the worker's result (the wait timed by `stage` as 'ten digits: wait for the worker'); its error, or its death, raises here."
         try:
             with (stage('ten digits: wait for the worker') if stage else nullcontext()):
-                while not recv.poll(1.):
-                    if not proc.is_alive(): raise RuntimeError(f"the ten-digit worker (pid {proc.pid}) ended with exit code {proc.exitcode} before sending a result (out of memory?)")
-                ok, payload = recv.recv()
+                try: ok, payload = recv.recv()     # this process holds no sending end: a worker that dies unsent gives EOF
+                except EOFError:
+                    proc.join(); raise RuntimeError(f"the ten-digit worker (pid {proc.pid}) ended with exit code {proc.exitcode} before sending a result (out of memory?)") from None
         except BaseException: proc.terminate(); raise      # e.g. an interrupted wait: stop the worker instead of waiting for it
         finally: recv.close(); proc.join()
         if not ok: raise RuntimeError(f"the ten-digit study failed in its worker process:\n{payload}")

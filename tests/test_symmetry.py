@@ -333,13 +333,14 @@ def test_ten_digit_study_beside_matches_in_process(tmp_path, monkeypatch):
         with threadpool_limits(1): here = ten_digit_study(study._replace(retrain=True))
     finally: torch.set_num_threads(threads)
     assert beside.in_worker and not here.in_worker and set(beside.seconds) == set(here.seconds) >= {"oracle and flows", "invariant classifiers", "total"}
-    assert json.dumps(beside.metrics, sort_keys=True) == json.dumps(here.metrics, sort_keys=True)   # every number equal (NaN too)
+    same = lambda a, b: json.dumps(a.metrics, sort_keys=True) == json.dumps(b.metrics, sort_keys=True)   # every number equal (NaN too)
+    assert same(beside, here)
     assert set(beside.metrics["invariant_classifier"]) >= {"oracle_all_angles"} and beside.metrics["data"]["angles"] == 4
     stages = []
     from contextlib import contextmanager
     @contextmanager
     def stage(name): stages.append(name); yield
-    assert ten_digit_study_beside(study, workers=1)(stage).metrics == here.metrics and "ten digits: oracle and flows" in stages   # one worker: here, steps as stages
+    assert same(ten_digit_study_beside(study, workers=1)(stage), here) and "ten digits: oracle and flows" in stages   # one worker: here, steps as stages
     # bad input raises before any worker starts; an error inside the worker raises when the notebook asks for the result
     with pytest.raises(TypeError, match="TenDigitStudy"):
         ten_digit_study_beside(tuple(study))
@@ -349,6 +350,10 @@ def test_ten_digit_study_beside_matches_in_process(tmp_path, monkeypatch):
         ten_digit_study_beside(study._replace(settings={k: v for k, v in settings.items() if k != "ten_generators"}))
     with pytest.raises(RuntimeError, match="failed in its worker process(.|\\n)*dims must be one of"):
         ten_digit_study_beside(study._replace(settings=dict(settings, ten_tangent_dims=99)), workers=2)()
+    result = ten_digit_study_beside(study, workers=2)
+    for p in multiprocessing.active_children(): p.kill()              # a worker that dies (e.g. out of memory) raises instead of hanging
+    with pytest.raises(RuntimeError, match="ended with exit code -9"):
+        result()
     assert not multiprocessing.active_children()
 
 

@@ -12,7 +12,7 @@ from torch import nn
 from ..utils import check_choice, check_positive
 
 # %% auto #0
-__all__ = ['LatentMap', 'iterate_map', 'latent_orbits', 'orbit_average', 'LatentMLP', 'LatentFlow', 'lie_brackets',
+__all__ = ['LatentMap', 'iterate_map', 'latent_orbits', 'orbit_average', 'LatentMLP', 'LatentFlow', 'flow_fields', 'lie_brackets',
            'integrate_flow', 'RadialOracle', 'annulus_points', 'block_rotation_fields', 'OrbitPoolClassifier',
            'so2_invariants']
 
@@ -123,16 +123,24 @@ class LatentFlow(nn.Module):
         with torch.no_grad(): flow.net.weight.copy_(generators.reshape(G*l, l))
         return flow
 
+def flow_fields(flow:LatentFlow, # generators g_a
+                z:torch.Tensor, # (B, l) latent points
+                g:torch.Tensor|None=None, # (B, G, l) the fields at z when the caller has them already (None: evaluated here)
+               ) -> torch.Tensor:
+    "The fields `flow(z)`: (B, G, l); `g` itself when given, checked to be a tensor of that shape (`TypeError`, `ValueError`)."
+    if g is None: return flow(z)
+    if not isinstance(g, torch.Tensor): raise TypeError(f"g must be a tensor, flow(z); got {type(g).__name__}")
+    if g.shape != (len(z), flow.n_generators, z.shape[1]):
+        raise ValueError(f"g must be flow(z), a ({len(z)}, {flow.n_generators}, {z.shape[1]}) tensor; got shape {tuple(g.shape)}")
+    return g
+
 def lie_brackets(flow:LatentFlow, # generators g_a
                  z:torch.Tensor, # (B, l) points where the brackets are evaluated
                  g:torch.Tensor|None=None, # (B, G, l) the fields at z, `flow(z)`, when the caller has them already (None: evaluated here)
                 ) -> torch.Tensor:
     "Lie brackets [g_a, g_b](z) = J_{g_b} g_a - J_{g_a} g_b of all generator pairs: (B, G, G, l)."
     _check_latents('z', z)
-    g = flow(z) if g is None else g
-    B, G, l = len(z), flow.n_generators, z.shape[1]
-    if not isinstance(g, torch.Tensor): raise TypeError(f"g must be a tensor, flow(z); got {type(g).__name__}")
-    if g.shape != (B, G, l): raise ValueError(f"g must be flow(z), a ({B}, {G}, {l}) tensor; got shape {tuple(g.shape)}")
+    g = flow_fields(flow, z, g); B, G, l = g.shape
     # one forward-mode pass for all G tangents: every point repeated G times, row (n, a) pushing g_a(z_n) forward
     jg = torch.func.jvp(flow, (z[:, None].expand(B, G, l).reshape(B*G, l),), (g.reshape(B*G, l),))[1].reshape(B, G, G, l)  # [n,a,b] = J_{g_b} g_a
     return jg - jg.transpose(1, 2)
