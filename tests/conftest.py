@@ -2,7 +2,7 @@
 import ast, hashlib, json, os
 from pathlib import Path
 
-import pytest
+import filelock, pytest
 
 if os.environ.get("PYTEST_XDIST_WORKER"):
     # two workers on two cores: one intra-op thread each, and in each notebook kernel they start (a second thread per
@@ -17,6 +17,7 @@ def _shared(tmp_path_factory, name):
     d.mkdir(exist_ok=True); return d
 
 
+@pytest.hookimpl(tryfirst=True)   # before xdist's own hook, which reads the marks into the node ids it schedules by
 def pytest_collection_modifyitems(items):
     "Under `pytest -n N --dist loadgroup`, the tests of a module that runs a notebook stay on one worker (its fixture runs once)."
     for item in items:
@@ -50,6 +51,17 @@ def _defaults(name):
     return out
 
 
+# parameters that change how a notebook runs, not what it computes (tests/test_symmetry.py checks that VAEs trained in
+# worker processes equal those trained in the kernel): a run that differs from another only in these is the same run
+EXECUTION_ONLY = ("workers",)
+
+
+def _one_process(name):
+    "`workers=1` for a notebook that has the parameter: xdist runs another notebook beside it (as harness.SIDE_BY_SIDE)."
+    from manifold_nb.harness import notebook_parameters, notebooks
+    return {"workers": 1} if "workers" in notebook_parameters(notebooks()[name]) else {}
+
+
 @pytest.fixture(scope="session")
 def run_notebook(outputs_root):
     """run_notebook(name, profile='quick', **params) -> (out_dir, metrics).
@@ -65,7 +77,8 @@ def run_notebook(outputs_root):
 
     def _key(name, profile, params):
         defaults = _defaults(name)
-        blob = json.dumps([name, profile, {k: v for k, v in params.items() if k not in defaults or defaults[k] != v}],
+        blob = json.dumps([name, profile, {k: v for k, v in params.items()
+                                           if k not in EXECUTION_ONLY and (k not in defaults or defaults[k] != v)}],
                           sort_keys=True, default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
@@ -80,12 +93,19 @@ def run_notebook(outputs_root):
         return Path(marker.read_text())
 
     def _go(name, profile="quick", **params):
+        params = {**_one_process(name), **params}
         with file_lock(runs / f"{name}.lock"): d = _execute(name, profile, params, _key(name, profile, params))
         return d, json.loads((d / "metrics.json").read_text())
 
-    def _first(name):
-        with file_lock(runs / f"{name}.lock"):
-            if not (runs / f"{name}.first").exists(): _execute(name, "quick", {}, _key(name, "quick", {}))
+    def _first(name, wait=True):
+        "Make sure OUT/<name>/ holds an execution; False (nothing done) when `wait` is False and another worker holds the lock."
+        lock = file_lock(runs / f"{name}.lock", timeout=-1 if wait else 0)
+        try: lock.acquire()
+        except filelock.Timeout: return False
+        try:
+            if not (runs / f"{name}.first").exists(): _execute(name, "quick", _one_process(name), _key(name, "quick", {}))
+        finally: lock.release()
+        return True
     _go.first = _first
     return _go
 
@@ -119,7 +139,10 @@ def full_cifar10(tmp_path_factory):
 def quick_run(run_notebook, outputs_root):
     "The session's output root with every notebook of the collection executed (quick profile), reusing earlier executions."
     from manifold_nb.harness import notebooks
-    for name in notebooks(): run_notebook.first(name)
+    pending = list(notebooks())
+    while pending:   # the notebooks no other worker is running first; then wait for one that is (and reuse its run)
+        pending = [n for n in pending if not run_notebook.first(n, wait=False)]
+        if pending: run_notebook.first(pending.pop(0))
     return outputs_root
 
 

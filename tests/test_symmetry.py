@@ -4,7 +4,7 @@ import pytest
 
 @pytest.fixture(scope="module")
 def sym(run_notebook):
-    return run_notebook("symmetry_discovery", seed=0, workers=1)   # one process: xdist runs another notebook beside it (as harness.SIDE_BY_SIDE)
+    return run_notebook("symmetry_discovery", seed=0)   # one process (conftest: workers=1), as the site's run
 
 
 def test_hdf5_layout(sym):
