@@ -8,6 +8,12 @@ test images and the same trained model; the script prints the times, their ratio
     python benchmarks/ae_tangent.py                     # fc128 on 1,000 test images (+ conv32 on 100)
     python benchmarks/ae_tangent.py --n-images 200 --conv-images 0
 
+Convolutional decoders (`--explicit`): `vmap(jacfwd)` against `conv_decoder_jacobians` (explicit forward mode, what
+`decoder_jacobians` uses for them), conv16/32/128 on the same codes, interleaved, median of `--reps` (CPU time of this
+thread), with the relative difference between the two.
+
+    python benchmarks/ae_tangent.py --explicit --n-images 200
+
 Training (`--training`): training steps per second of the six autoencoders at batch 128 and one thread, old settings
 (`F.elu`, PyTorch's expm1-based ELU) against new (`manifold_nb.models.autoencoders.elu`, the same function via exp),
 and optionally `channels_last` and `torch.compile`, all in one process, interleaved step by step (median of `--reps`
@@ -48,6 +54,24 @@ def bench(model, X, name):
     rel_per_image = float(((J_loop - J_vmap).flatten(1).norm(dim=1) / J_loop.flatten(1).norm(dim=1)).max())
     return dict(model=name, n=len(X), L=model.latent_dim, t_loop=t_loop, t_vmap=t_vmap, ratio=t_loop / t_vmap,
                 max_abs_diff=float(diff.max()), rel_global=rel_global, rel_per_image=rel_per_image)
+
+def bench_explicit(X_train, X, reps=3, untrained=False):
+    "Median seconds of vmap(jacfwd) and of explicit forward mode on the codes of `X`, per convolutional model; rows of a table."
+    rows = []
+    for L in (16, 32, 128):
+        model = trained("conv", L, X_train, untrained)
+        with torch.no_grad(), eval_mode(model): z = model.encode(X)
+        run = {m: (lambda m=m: decoder_jacobians(model, z, method=m)) for m in ("jacfwd", "explicit")}
+        for f in run.values(): f()                                                    # warm-up
+        t = {m: [] for m in run}
+        for _ in range(reps):
+            for m, f in run.items(): t0 = time.thread_time(); f(); t[m].append(time.thread_time() - t0)
+        J_e = run["explicit"](); J_f = run["jacfwd"]()
+        med = {m: statistics.median(v) for m, v in t.items()}
+        rows.append(dict(model=f"conv{L}", n=len(X), jacfwd=med["jacfwd"], explicit=med["explicit"], ratio=med["jacfwd"] / med["explicit"],
+                         rel=float((J_e - J_f).abs().max() / J_f.abs().max())))
+        print(f"  conv{L}: jacfwd {med['jacfwd']:.2f} s, explicit {med['explicit']:.2f} s", flush=True)
+    return rows
 
 def training_step(name, batch_size=128, old_elu=False, channels_last=False, compile=False, bf16=False, seed=0):
     "One Adam step of the MSE reconstruction loss on a fixed random batch, as a closure (old_elu: the models use F.elu; bf16: bfloat16 autocast, as `fit(autocast=...)`)."
@@ -109,8 +133,9 @@ def main():
     p.add_argument("--conv-images", type=int, default=100, help="test images for conv32 (0: skip; its loop costs ~2 s per image)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--untrained", action="store_true", help="use freshly initialised models instead of the cached trained ones")
+    p.add_argument("--explicit", action="store_true", help="conv decoders: vmap(jacfwd) against explicit forward mode (`--n-images` test images)")
     p.add_argument("--training", action="store_true", help="benchmark training steps (old vs new ELU) instead of decoder Jacobians")
-    p.add_argument("--reps", type=int, default=15, help="--training: interleaved steps per variant")
+    p.add_argument("--reps", type=int, default=15, help="--training: interleaved steps per variant; --explicit: timed runs (3 when not given)")
     p.add_argument("--channels-last", action="store_true", help="--training: also time channels_last models")
     p.add_argument("--compile", action="store_true", help="--training: also time torch.compile (its first steps include compilation)")
     p.add_argument("--bf16", action="store_true", help="--training: also time channels_last with bfloat16 autocast (the full profile's conv AEs where the CPU has native bf16)")
@@ -118,6 +143,12 @@ def main():
     torch.set_num_threads(a.threads)
     if a.training: return main_training(a)
     X_train, _ = load_fashion_mnist("train"); X_test, _ = load_fashion_mnist("test")
+    if a.explicit:
+        rows = bench_explicit(X_train, X_test[:a.n_images], 3 if a.reps == 15 else a.reps, a.untrained)
+        print(f"\nconvolutional decoder Jacobians, vmap(jacfwd) vs explicit forward mode; torch {torch.__version__}, {a.threads} thread(s), thread CPU time")
+        print(f"{'model':>7} {'images':>6} {'jacfwd s':>9} {'explicit s':>11} {'ratio':>7} {'max rel diff':>13}")
+        for r in rows: print(f"{r['model']:>7} {r['n']:>6} {r['jacfwd']:9.2f} {r['explicit']:11.2f} {r['ratio']:6.1f}x {r['rel']:13.2e}")
+        return
     rows = [bench(trained("fc", int(a.model[2:]), X_train, a.untrained), X_test[:a.n_images], a.model)]
     if a.conv_images > 0: rows.append(bench(trained("conv", 32, X_train, a.untrained), X_test[:a.conv_images], "conv32"))
     print(f"\ndecoder Jacobians, document's per-image loop vs vmap(jacfwd); torch {torch.__version__}, {a.threads} thread(s)")

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 from tqdm.auto import tqdm
-from .models.autoencoders import check_images, INPUT_SIZE
+from .models.autoencoders import check_images, ConvolutionalAutoencoder, conv_decoder_jacobians, INPUT_SIZE
 from .transforms import transform
 from .utils import check_choice, check_positive, get_device
 
@@ -52,20 +52,22 @@ def _check_latents(model, z):
 # %% ../nbs/04_ae_tangent.ipynb #4421ab10
 def decoder_jacobians(model:nn.Module, # autoencoder with `decode(z) -> (N,1,28,28)` and `latent_dim`
                       z:torch.Tensor, # latent codes (N, L)
-                      method:str="jacfwd", # "jacfwd" (L forward tangents, best for L < 784) or "jacrev"
-                      batch_size:int|None=None, # codes per vmap call (bounds memory); None: 2048 // L
+                      method:str="auto", # "jacfwd" (L forward tangents, best for L < 784), "jacrev", "explicit" (`conv_decoder_jacobians`) or "auto": explicit for the convolutional autoencoder, else jacfwd
+                      batch_size:int|None=None, # codes per call (bounds memory); None: 2048 // L
                       device:str|torch.device="cpu", # torch device
                       progress:bool=False, # tqdm bar over batches
                      )->torch.Tensor: # (N, 784, L) float32 on the CPU
-    "Decoder Jacobians `d decode(z) / dz` at every code, batched with `torch.func.vmap` (model in eval mode)."
+    "Decoder Jacobians `d decode(z) / dz` at every code, batched with `torch.func.vmap` or by explicit forward mode (model in eval mode)."
     from torch.func import vmap, jacfwd, jacrev
-    check_choice("method", method, ("jacfwd", "jacrev"))
+    check_choice("method", method, ("auto", "jacfwd", "jacrev", "explicit"))
+    conv = isinstance(model, ConvolutionalAutoencoder)
+    if method == "explicit" and not conv: raise ValueError(f"method 'explicit' needs a ConvolutionalAutoencoder; got {type(model).__name__}")
+    if method == "auto": method = "explicit" if conv else "jacfwd"
     z = _check_latents(model, z); dev = get_device(device)
     batch_size = max(1, 2048 // model.latent_dim) if batch_size is None else check_positive("batch_size", batch_size)
-    jac = jacfwd if method == "jacfwd" else jacrev
     with eval_mode(model.to(dev)):
         per_code = lambda zi: model.decode(zi[None]).reshape(-1)
-        batched = vmap(jac(per_code))
+        batched = (lambda zb: conv_decoder_jacobians(model, zb)) if method == "explicit" else vmap((jacfwd if method == "jacfwd" else jacrev)(per_code))
         out = [batched(z[i:i+batch_size].to(dev).float()).detach().cpu()
                for i in tqdm(range(0, len(z), batch_size), desc="decoder Jacobians", disable=not progress, leave=False)]
     return torch.cat(out) if out else torch.zeros(0, INPUT_SIZE, model.latent_dim)
