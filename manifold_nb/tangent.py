@@ -274,7 +274,6 @@ def encoder_jacobians(model:nn.Module, # autoencoder with `encode(x) -> (N, L)` 
 
 # %% ../nbs/04_ae_tangent.ipynb #5258c452
 import copy
-import torch.autograd.forward_ad as fwAD
 
 @torch.no_grad()
 def code_scale(model:nn.Module, # autoencoder with `encode(x) -> (N, L)`
@@ -303,13 +302,15 @@ def decoder_jacobian_in_batch(model:nn.Module, # autoencoder with `decode` and `
     check_choice("batch_norm", batch_norm, ("batch", "eval"))
     z = _check_latents(model, z).float()
     if not 0 <= index < len(z): raise ValueError(f"index must be in [0, {len(z)}); got {index}")
-    m = copy.deepcopy(model).cpu().train(batch_norm == "batch")   # a copy: training mode would update the running statistics
-    cols = []
-    with torch.no_grad(), fwAD.dual_level():
-        for j in range(z.shape[1]):
-            t = torch.zeros_like(z); t[index, j] = 1.
-            cols.append(fwAD.unpack_dual(m.decode(fwAD.make_dual(z, t))).tangent[index].reshape(-1))
-    return torch.stack(cols, 1)
+    if batch_norm == "eval": return decoder_jacobians(model, z[index:index + 1])[0]   # the batch does not matter
+    from torch.func import jvp, vmap, replace_all_batch_norm_modules_
+    # a copy in training mode whose BatchNorm layers keep no running statistics: they normalise with the batch's, and vmap
+    # cannot update running ones in place (nor should this function: it only differentiates)
+    m = replace_all_batch_norm_modules_(copy.deepcopy(model).cpu().train())
+    L = z.shape[1]; T = torch.zeros(L, *z.shape); T[torch.arange(L), index, torch.arange(L)] = 1.   # tangent j: code `index` along axis j
+    with torch.no_grad():   # the L tangents at once, 16 at a time (bounds memory: 16 × B decoded images per pass)
+        cols = vmap(lambda t: jvp(m.decode, (z,), (t,))[1][index].reshape(-1), chunk_size=16)(T)
+    return cols.T.contiguous()
 
 # %% ../nbs/04_ae_tangent.ipynb #f3b7ca60
 AE_FULL_TRAINING = dict(  # the full profile's autoencoder training (also used by benchmarks/ae_tangent.py: same cache keys)
