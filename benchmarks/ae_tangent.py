@@ -46,9 +46,9 @@ def trained(kind, L, X_train, untrained=False, seed=0):
 
 def bench(model, X, name):
     with torch.no_grad(), eval_mode(model): z = model.encode(X)
-    decoder_jacobians(model, z[:2])                       # warm-up (torch.func set-up)
+    decoder_jacobians(model, z[:2], method="jacfwd")      # warm-up (torch.func set-up)
     t0 = time.perf_counter(); J_loop = decoder_jacobians_loop(model, z, progress=True); t_loop = time.perf_counter() - t0
-    t0 = time.perf_counter(); J_vmap = decoder_jacobians(model, z, progress=True); t_vmap = time.perf_counter() - t0
+    t0 = time.perf_counter(); J_vmap = decoder_jacobians(model, z, method="jacfwd", progress=True); t_vmap = time.perf_counter() - t0
     diff = (J_loop - J_vmap).abs()
     rel_global = float(diff.max() / J_loop.abs().max())
     rel_per_image = float(((J_loop - J_vmap).flatten(1).norm(dim=1) / J_loop.flatten(1).norm(dim=1)).max())
@@ -135,16 +135,16 @@ def main():
     p.add_argument("--untrained", action="store_true", help="use freshly initialised models instead of the cached trained ones")
     p.add_argument("--explicit", action="store_true", help="conv decoders: vmap(jacfwd) against explicit forward mode (`--n-images` test images)")
     p.add_argument("--training", action="store_true", help="benchmark training steps (old vs new ELU) instead of decoder Jacobians")
-    p.add_argument("--reps", type=int, default=15, help="--training: interleaved steps per variant; --explicit: timed runs (3 when not given)")
+    p.add_argument("--reps", type=int, default=None, help="--training: interleaved steps per variant (default 15); --explicit: timed runs (default 3)")
     p.add_argument("--channels-last", action="store_true", help="--training: also time channels_last models")
     p.add_argument("--compile", action="store_true", help="--training: also time torch.compile (its first steps include compilation)")
     p.add_argument("--bf16", action="store_true", help="--training: also time channels_last with bfloat16 autocast (the full profile's conv AEs where the CPU has native bf16)")
     a = p.parse_args()
     torch.set_num_threads(a.threads)
-    if a.training: return main_training(a)
+    if a.training: a.reps = a.reps or 15; return main_training(a)
     X_train, _ = load_fashion_mnist("train"); X_test, _ = load_fashion_mnist("test")
     if a.explicit:
-        rows = bench_explicit(X_train, X_test[:a.n_images], 3 if a.reps == 15 else a.reps, a.untrained)
+        rows = bench_explicit(X_train, X_test[:a.n_images], a.reps or 3, a.untrained)
         print(f"\nconvolutional decoder Jacobians, vmap(jacfwd) vs explicit forward mode; torch {torch.__version__}, {a.threads} thread(s), thread CPU time")
         print(f"{'model':>7} {'images':>6} {'jacfwd s':>9} {'explicit s':>11} {'ratio':>7} {'max rel diff':>13}")
         for r in rows: print(f"{r['model']:>7} {r['n']:>6} {r['jacfwd']:9.2f} {r['explicit']:11.2f} {r['ratio']:6.1f}x {r['rel']:13.2e}")

@@ -57,7 +57,7 @@ EXECUTION_ONLY = ("workers",)
 
 
 def _one_process(name):
-    "`workers=1` for a notebook that has the parameter: xdist runs another notebook beside it (as harness.SIDE_BY_SIDE)."
+    "`workers=1` for a notebook that has the parameter (any profile): under xdist another notebook runs beside it (as harness.SIDE_BY_SIDE)."
     from manifold_nb.harness import notebook_parameters, notebooks
     return {"workers": 1} if "workers" in notebook_parameters(notebooks()[name]) else {}
 
@@ -69,7 +69,9 @@ def run_notebook(outputs_root):
     Each (name, profile, params) executes once per session, across xdist workers too (a file lock per notebook; a worker
     asking for a run another is making waits and reuses it); parameters equal to the notebook's defaults do not count.
     The first quick-profile execution of a notebook goes to OUT/<name>/ (what the docs site is built from), others
-    to OUT/variants/<key>/<name>/. `run_notebook.first(name)` makes sure OUT/<name>/ holds an execution (any parameters)."""
+    to OUT/variants/<key>/<name>/. `run_notebook.first(name)` makes sure OUT/<name>/ holds an execution (any parameters).
+    A notebook with a `workers` parameter runs with workers=1 unless asked otherwise, and parameters in `EXECUTION_ONLY`
+    do not count either: asking for workers=2 reuses the workers=1 run."""
     from manifold_nb.cache import file_lock
     from manifold_nb.harness import run_notebook as _run
     from manifold_nb.utils import atomic_write
@@ -99,6 +101,7 @@ def run_notebook(outputs_root):
 
     def _first(name, wait=True):
         "Make sure OUT/<name>/ holds an execution; False (nothing done) when `wait` is False and another worker holds the lock."
+        if (runs / f"{name}.first").exists(): return True   # written once, atomically, never removed: no lock needed to read it
         lock = file_lock(runs / f"{name}.lock", timeout=-1 if wait else 0)
         try: lock.acquire()
         except filelock.Timeout: return False

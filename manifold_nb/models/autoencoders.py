@@ -109,7 +109,7 @@ class ConvolutionalAutoencoder(nn.Module):
     def forward(self, x): return self.decode(self.encode(x))
 
 # %% ../../nbs/models/autoencoders.ipynb #7af31cde
-def _bn_eval(bn:nn.BatchNorm2d):
+def _bn_eval(bn:nn.BatchNorm2d) -> tuple:
     "Per-channel scale and shift (C,1,1) of `bn` with its running statistics: `bn(a) = a * scale + shift` in eval mode."
     s = bn.weight / (bn.running_var + bn.eps).sqrt()
     return s[:, None, None], (bn.bias - bn.running_mean * s)[:, None, None]
@@ -125,11 +125,11 @@ def _conv_transpose_to_one_channel(x:torch.Tensor, # (M, C, H, W) input (any mem
 @torch.no_grad()
 def conv_decoder_jacobians(model:ConvolutionalAutoencoder, # the convolutional autoencoder (BatchNorm with running statistics)
                            z:torch.Tensor, # (N, L) latent codes, on the model's device
-                          )->torch.Tensor: # (N, 784, L) float32: d decode(z) / dz
+                          )->torch.Tensor: # (N, 784, L) float32: d decode(z) / dz (a transposed view of an (N, L, 784) tensor)
     "Decoder Jacobians of the convolutional autoencoder by explicit forward mode: the L unit tangents through each layer as N·L rows."
     if not isinstance(model, ConvolutionalAutoencoder): raise TypeError(f"model must be a ConvolutionalAutoencoder; got {type(model).__name__}")
     if not isinstance(z, torch.Tensor) or z.ndim != 2 or z.shape[1] != model.latent_dim:
-        raise ValueError(f"z must be a tensor of shape (N, {model.latent_dim}); got {getattr(z, 'shape', type(z).__name__)}")
+        raise ValueError(f"z must be a tensor of shape (N, {model.latent_dim}); got {tuple(z.shape) if isinstance(z, torch.Tensor) else type(z).__name__}")
     N, L = z.shape; z = z.float()
     dgrad = lambda u: torch.exp(u.clamp(max=0))                                    # elu'(u): 1 for u > 0, exp(u) otherwise
     (s1, c1), (s2, c2) = _bn_eval(model.dbatch1), _bn_eval(model.dbatch2)
