@@ -65,3 +65,10 @@ def test_document_table_explains_every_difference(friction):
     tables = [o["data"]["text/html"] for c in nb.cells for o in c.get("outputs", []) if "text/html" in o.get("data", {})
               and "this run" in o["data"]["text/html"] and "document" in o["data"]["text/html"]]
     assert tables and all("explained by" in t for t in tables)
+
+
+def test_module_runs_on_one_xdist_worker(friction, request):
+    "Under `-n N --dist loadgroup` (the README's command) xdist schedules this module as one group, so the notebook runs once, on one worker."
+    argv = getattr(request.config, "workerinput", {}).get("mainargv", [])   # a worker's own --dist is "no": ask for the controller's
+    if "loadgroup" in argv or "--dist=loadgroup" in argv:
+        assert request.node.nodeid.endswith("@test_friction_maps"), request.node.nodeid   # xdist adds the group it saw to the id
