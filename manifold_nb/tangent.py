@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 from tqdm.auto import tqdm
-from .models.autoencoders import check_images, ConvolutionalAutoencoder, conv_decoder_jacobians, INPUT_SIZE
+from .models.autoencoders import check_images, ConvolutionalAutoencoder, conv_decoder_jacobians, conv_decoder_jacobian_in_batch, INPUT_SIZE
 from .transforms import transform
 from .utils import check_choice, check_positive, get_device
 
@@ -303,6 +303,7 @@ def decoder_jacobian_in_batch(model:nn.Module, # autoencoder with `decode` and `
     z = _check_latents(model, z).float()
     if not 0 <= index < len(z): raise ValueError(f"index must be in [0, {len(z)}); got {index}")
     if batch_norm == "eval": return decoder_jacobians(copy.deepcopy(model).cpu(), z[index:index + 1])[0]   # the batch does not matter (a copy: the model stays where it is)
+    if isinstance(model, ConvolutionalAutoencoder): return conv_decoder_jacobian_in_batch(copy.deepcopy(model).cpu(), z, index)   # explicit forward mode, ~2.5x faster
     from torch.func import jvp, vmap, replace_all_batch_norm_modules_
     # a copy in training mode whose BatchNorm layers keep no running statistics: they normalise with the batch's, and vmap
     # cannot update running ones in place (nor should this function: it only differentiates)

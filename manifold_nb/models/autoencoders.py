@@ -6,9 +6,9 @@ Docs: https://manifold-nb.github.io/manifold-nb/models/autoencoders.html.md"""
 
 # %% auto #0
 __all__ = ['IMAGE_SHAPE', 'INPUT_SIZE', 'AE_KINDS', 'AE_LATENT_SIZES', 'check_images', 'elu', 'FullyConnectedAutoencoder',
-           'ConvolutionalAutoencoder', 'conv_decoder_jacobians', 'autoencoder_name', 'check_latent_dim',
-           'build_autoencoder', 'PCAAutoencoder', 'fit_pca_autoencoders', 'reconstruction_loss', 'train_autoencoder',
-           'reconstruct', 'cached_autoencoder', 'cached_autoencoders']
+           'ConvolutionalAutoencoder', 'conv_decoder_jacobians', 'conv_decoder_jacobian_in_batch', 'autoencoder_name',
+           'check_latent_dim', 'build_autoencoder', 'PCAAutoencoder', 'fit_pca_autoencoders', 'reconstruction_loss',
+           'train_autoencoder', 'reconstruct', 'cached_autoencoder', 'cached_autoencoders']
 
 # %% ../../nbs/models/autoencoders.ipynb #3d8cbfb9
 import numpy as np
@@ -141,6 +141,48 @@ def conv_decoder_jacobians(model:ConvolutionalAutoencoder, # the convolutional a
     t = t.reshape(N, L, *u2.shape[1:]).mul_((dgrad(u2) * s2)[:, None]).reshape(N * L, *u2.shape[1:])
     t = _conv_transpose_to_one_channel(t, model.dconv3.weight).reshape(N, L, INPUT_SIZE).mul_(y * (1 - y))
     return t.transpose(1, 2)
+
+# %% ../../nbs/models/autoencoders.ipynb #cc972ced
+def _bn_batch(a:torch.Tensor, # (B, C, H, W) BatchNorm input
+              bn:nn.BatchNorm2d, # the layer (its affine parameters; its running statistics are not used or changed)
+             ) -> tuple:
+    "Training-mode BatchNorm with the batch's statistics: output, normalised input x̂ (both (B, C, H, W)) and γ/√(σ²+ε) (C, 1, 1)."
+    mu, var = a.mean((0, 2, 3), keepdim=True), a.var((0, 2, 3), unbiased=False, keepdim=True)
+    r = (var + bn.eps).rsqrt(); xh = (a - mu) * r
+    return xh * bn.weight[:, None, None] + bn.bias[:, None, None], xh, bn.weight[:, None, None] * r[0]
+
+def _bn_batch_tangent(t:torch.Tensor, # (l, B, C, H, W) tangents of the BatchNorm input
+                      xh:torch.Tensor, # (B, C, H, W) normalised input x̂
+                      g:torch.Tensor, # (C, 1, 1) γ/√(σ²+ε)
+                     ) -> torch.Tensor: # (l, B, C, H, W)
+    "Tangents through training-mode BatchNorm: g · (t - mean(t) - x̂ · mean(x̂ t)), means over batch and pixels per channel."
+    return g * (t - t.mean((1, 3, 4), keepdim=True) - xh * (xh * t).mean((1, 3, 4), keepdim=True))
+
+@torch.no_grad()
+def conv_decoder_jacobian_in_batch(model:ConvolutionalAutoencoder, # the convolutional autoencoder (left unchanged)
+                                   z:torch.Tensor, # (B, L) codes decoded together as one batch
+                                   index:int, # which code: d decode(z)[index] / d z[index]
+                                   chunk:int=16, # latent directions per pass (memory: chunk · B decoded tangents)
+                                  ) -> torch.Tensor: # (784, L) float32
+    "Decoder Jacobian at `z[index]` with BatchNorm in training mode (statistics of the batch `z`), by explicit forward mode."
+    if not isinstance(model, ConvolutionalAutoencoder): raise TypeError(f"model must be a ConvolutionalAutoencoder; got {type(model).__name__}")
+    if not isinstance(z, torch.Tensor) or z.ndim != 2 or z.shape[1] != model.latent_dim:
+        raise ValueError(f"z must be a tensor of shape (B, {model.latent_dim}); got {tuple(z.shape) if isinstance(z, torch.Tensor) else type(z).__name__}")
+    B, L = z.shape; z = z.float()
+    if not 0 <= index < B: raise ValueError(f"index must be in [0, {B}); got {index}")
+    dgrad = lambda u: torch.exp(u.clamp(max=0))                                    # elu'(u)
+    h1, xh1, g1 = _bn_batch(model.dconv1(z.reshape(B, L, 1, 1)), model.dbatch1)
+    h2, xh2, g2 = _bn_batch(model.dconv2(elu(h1)), model.dbatch2)
+    y = torch.sigmoid(model.dconv3(elu(h2))[index]).reshape(1, INPUT_SIZE); dy = y * (1 - y)
+    d1, d2, out = dgrad(h1), dgrad(h2)[index], []
+    for j in range(0, L, chunk):   # a loop over chunks of directions, not samples: it bounds the (chunk·B, 32, 24, 24) tangents
+        W = model.dconv1.weight[j:j + chunk]; l = len(W)
+        t = W.new_zeros(l, B, *h1.shape[1:]); t[:, index] = W                     # d a1 / d z[index, j]: the kernel, at row `index` only
+        t = _bn_batch_tangent(t, xh1, g1) * d1                                     # the batch statistics spread it over all rows
+        t = F.conv_transpose2d(t.reshape(l * B, *h1.shape[1:]).contiguous(memory_format=torch.channels_last), model.dconv2.weight)
+        t = _bn_batch_tangent(t.reshape(l, B, *h2.shape[1:]), xh2, g2)[:, index] * d2   # (l, 32, 24, 24): only row `index` goes on
+        out.append(_conv_transpose_to_one_channel(t, model.dconv3.weight).reshape(l, INPUT_SIZE) * dy)
+    return torch.cat(out).T.contiguous()
 
 # %% ../../nbs/models/autoencoders.ipynb #45b6700f
 def autoencoder_name(kind:str, # "conv" or "fc"
