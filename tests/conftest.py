@@ -19,9 +19,14 @@ def _shared(tmp_path_factory, name):
 
 @pytest.hookimpl(tryfirst=True)   # before xdist's own hook, which reads the marks into the node ids it schedules by
 def pytest_collection_modifyitems(items):
-    "Under `pytest -n N --dist loadgroup`, the tests of a module that runs a notebook stay on one worker (its fixture runs once)."
+    """Under `pytest -n N --dist loadgroup`, the tests of a module that runs a notebook stay on one worker (its fixture runs once).
+
+    Tests of the whole run (`quick_run`: the docs site) stay ungrouped: xdist schedules groups largest first and single tests
+    after them in file order, so they come after the notebooks' groups, when every notebook has run, instead of waiting on
+    the other worker for the last one (they share one site build, see tests/test_site.py)."""
     for item in items:
-        if {"run_notebook", "quick_run"} & set(item.fixturenames): item.add_marker(pytest.mark.xdist_group(item.module.__name__))
+        names = set(item.fixturenames)
+        if "run_notebook" in names and "quick_run" not in names: item.add_marker(pytest.mark.xdist_group(item.module.__name__))
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -24,12 +24,17 @@ def _demo_sweep(run_dir):
 
 @pytest.fixture(scope="module")
 def site(quick_run):
-    "The site of the session's run folder (with a demo sweep): OUT/site/."
-    if not (quick_run / "sweeps").exists(): _demo_sweep(quick_run)
-    t0 = time.perf_counter()
-    index = build_site(quick_run)
-    print(f"site built from an existing run in {time.perf_counter() - t0:.1f} s")
-    return index.parent
+    "The site of the session's run folder (with a demo sweep): OUT/site/, built once per session (xdist workers share it)."
+    from manifold_nb.cache import file_lock
+    built = quick_run / ".runs" / "site.built"
+    with file_lock(quick_run / ".runs" / "site.lock"):
+        if not built.exists():
+            if not (quick_run / "sweeps").exists(): _demo_sweep(quick_run)
+            t0 = time.perf_counter()
+            build_site(quick_run)
+            print(f"site built from an existing run in {time.perf_counter() - t0:.1f} s")
+            built.write_text("")
+    return quick_run / "site"
 
 
 def pages():
