@@ -863,6 +863,8 @@ def _ten_digit_worker(fields:tuple, # `TenDigitStudy` as plain values, its VAE j
     except BaseException as e: conn.send((False, ''.join(traceback.format_exception(e))))
     finally: conn.close()
 
+_ten_worker = None   # the ten-digit worker this process started last: starting another (re-running the notebook's cell) stops it
+
 def ten_digit_study_beside(study:TenDigitStudy, # the VAEs (already in the model cache), files and settings
                            workers:int=2, # ≥2: start a worker process now; 1: run in this process when the result is asked for
                            device:str='cpu', # "cpu" (a worker is possible) or any other torch device (always this process)
@@ -882,14 +884,17 @@ def ten_digit_study_beside(study:TenDigitStudy, # the VAEs (already in the model
     fields = (*(tuple(j) for j in study[:3]), *study[3:6], dict(study.settings), study.seed, study.retrain)
     # daemon: stopped when this process exits normally (e.g. the notebook fails before section 6); a kernel killed outright leaves it to finish
     proc = ctx.Process(target=worker, args=(fields, str(cache_dir()), threads, send), daemon=True, name='ten-digit study')
-    proc.start(); send.close()
+    global _ten_worker   # one at a time: an older worker's result is no longer wanted, and two would share the cores
+    if _ten_worker is not None and _ten_worker.is_alive(): _ten_worker.terminate(); _ten_worker.join()
+    proc.start(); send.close(); _ten_worker = proc
     def result(stage=None):
         "Wait for the worker's result (the wait timed by `stage` as 'ten digits: wait for the worker'); its error, or its death, raises here."
         try:
             with (stage('ten digits: wait for the worker') if stage else nullcontext()):
                 try: ok, payload = recv.recv()     # this process holds no sending end: a worker that dies unsent gives EOF
                 except EOFError:
-                    proc.join(); raise RuntimeError(f"the ten-digit worker (pid {proc.pid}) ended with exit code {proc.exitcode} before sending a result (out of memory?)") from None
+                    proc.join(); why = 'a newer ten-digit study stopped it' if proc is not _ten_worker else 'out of memory?'
+                    raise RuntimeError(f"the ten-digit worker (pid {proc.pid}) ended with exit code {proc.exitcode} before sending a result ({why})") from None
         except BaseException: proc.terminate(); raise      # e.g. an interrupted wait: stop the worker instead of waiting for it
         finally: recv.close(); proc.join()
         if not ok: raise RuntimeError(f"the ten-digit study failed in its worker process:\n{payload}")

@@ -350,7 +350,11 @@ def test_ten_digit_study_beside_matches_in_process(tmp_path, monkeypatch):
         ten_digit_study_beside(study._replace(settings={k: v for k, v in settings.items() if k != "ten_generators"}))
     with pytest.raises(RuntimeError, match="failed in its worker process(.|\\n)*dims must be one of"):
         ten_digit_study_beside(study._replace(settings=dict(settings, ten_tangent_dims=99)), workers=2)()
-    result = ten_digit_study_beside(study, workers=2)
+    first = ten_digit_study_beside(study, workers=2)
+    result = ten_digit_study_beside(study, workers=2)                # started again (a re-run cell): the older worker is stopped
+    assert len(multiprocessing.active_children()) == 1
+    with pytest.raises(RuntimeError, match="a newer ten-digit study stopped it"):
+        first()
     for p in multiprocessing.active_children(): p.kill()              # a worker that dies (e.g. out of memory) raises instead of hanging
     with pytest.raises(RuntimeError, match="ended with exit code -9"):
         result()
