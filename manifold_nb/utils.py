@@ -10,8 +10,13 @@ import json, math, os, random, tempfile
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
+import sys
+from typing import TYPE_CHECKING
+
 import numpy as np
-import torch
+# torch is imported where it is used, not here: the command line (`manifold-nb list`, its refusals) and the kernels of
+# notebooks that never touch torch then start without it (importing it costs ~2.3 s on this collection's CPUs)
+if TYPE_CHECKING: import torch
 
 # %% auto #0
 __all__ = ['CUBLAS_WORKSPACE', 'check_choice', 'check_positive', 'set_determinism', 'set_seed', 'get_device', 'atomic_write',
@@ -45,6 +50,7 @@ def set_determinism(threads:int|None=None, # torch intra-op threads to fix (None
                    ) -> None:
     "Make torch pick deterministic algorithms where it has them (warning where it has none), on CPU and CUDA alike."
     os.environ.setdefault('CUBLAS_WORKSPACE_CONFIG', CUBLAS_WORKSPACE)   # read when cuBLAS starts (the harness sets it for kernels)
+    import torch
     torch.use_deterministic_algorithms(True, warn_only=True)
     torch.utils.deterministic.fill_uninitialized_memory = False   # what torch.empty holds is never read here; filling it costs time
     torch.backends.cudnn.benchmark = False
@@ -54,6 +60,7 @@ def set_seed(seed:int, # seed for python, numpy and torch
              deterministic:bool=True, # also `set_determinism()` (deterministic algorithms where torch has them)
             ) -> None:
     "Seed python's, numpy's and torch's random number generators (and by default ask torch for deterministic algorithms)."
+    import torch
     random.seed(seed); np.random.seed(seed); torch.manual_seed(seed)
     if deterministic: set_determinism()
 
@@ -63,6 +70,7 @@ _DEVICES = ('cpu', 'cuda', 'mps', 'auto')
 def get_device(device:str|torch.device="cpu" # "cpu", "cuda", "cuda:N", "mps" or "auto" (best available)
               ) -> torch.device:
     "Turn a device name into a `torch.device`, checking that it exists on this machine."
+    import torch
     if isinstance(device, torch.device): device = str(device)
     check_choice('device', str(device).split(':')[0], _DEVICES)
     if device == 'auto':
@@ -95,12 +103,13 @@ def to_jsonable(obj:Any) -> Any:
     "Convert numpy/torch scalars and arrays, paths, torch devices, tuples and nested containers into JSON-serialisable values."
     if isinstance(obj, dict): return {str(k): to_jsonable(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple, set)): return [to_jsonable(v) for v in obj]
-    if isinstance(obj, torch.Tensor): obj = obj.detach().cpu().numpy()
+    torch = sys.modules.get('torch')   # not imported: then `obj` is no tensor or device
+    if torch is not None and isinstance(obj, torch.Tensor): obj = obj.detach().cpu().numpy()
     if isinstance(obj, np.ndarray): return to_jsonable(obj.tolist())
     if isinstance(obj, (np.bool_, bool)): return bool(obj)
     if isinstance(obj, (np.integer, int)): return int(obj)
     if isinstance(obj, (np.floating, float)):
         return float(obj) if math.isfinite(obj) else None
-    if isinstance(obj, (Path, torch.device)): return str(obj)
+    if isinstance(obj, Path) or (torch is not None and isinstance(obj, torch.device)): return str(obj)
     if obj is None or isinstance(obj, str): return obj
     raise TypeError(f"to_jsonable: cannot convert object of type {type(obj).__name__}")
