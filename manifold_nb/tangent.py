@@ -302,12 +302,13 @@ def decoder_jacobian_in_batch(model:nn.Module, # autoencoder with `decode` and `
     check_choice("batch_norm", batch_norm, ("batch", "eval"))
     z = _check_latents(model, z).float()
     if not 0 <= index < len(z): raise ValueError(f"index must be in [0, {len(z)}); got {index}")
-    if batch_norm == "eval": return decoder_jacobians(copy.deepcopy(model).cpu(), z[index:index + 1])[0]   # the batch does not matter (a copy: the model stays where it is)
-    if isinstance(model, ConvolutionalAutoencoder): return conv_decoder_jacobian_in_batch(copy.deepcopy(model).cpu(), z, index)   # explicit forward mode, ~2.5x faster
+    m = copy.deepcopy(model).cpu()   # a copy: the caller's model keeps its device, flag and running statistics
+    if batch_norm == "eval": return decoder_jacobians(m, z[index:index + 1])[0]   # the batch does not matter
+    if isinstance(m, ConvolutionalAutoencoder): return conv_decoder_jacobian_in_batch(m, z, index)   # explicit forward mode, ~2.5x faster
     from torch.func import jvp, vmap, replace_all_batch_norm_modules_
-    # a copy in training mode whose BatchNorm layers keep no running statistics: they normalise with the batch's, and vmap
+    # training mode with BatchNorm layers that keep no running statistics: they normalise with the batch's, and vmap
     # cannot update running ones in place (nor should this function: it only differentiates)
-    m = replace_all_batch_norm_modules_(copy.deepcopy(model).cpu().train())
+    m = replace_all_batch_norm_modules_(m.train())
     L = z.shape[1]; T = torch.zeros(L, *z.shape, dtype=z.dtype); T[torch.arange(L), index, torch.arange(L)] = 1.   # tangent j: code `index` along axis j
     with torch.no_grad():   # the L tangents at once, 16 at a time (bounds memory: 16 × B decoded images per pass)
         cols = vmap(lambda t: jvp(m.decode, (z,), (t,))[1][index].reshape(-1), chunk_size=16)(T)

@@ -6,16 +6,13 @@ Docs: https://manifold-nb.github.io/manifold-nb/core/utils.html.md"""
 
 # %% ../nbs/core/00_utils.ipynb #f71b76c8
 from __future__ import annotations
-import json, math, os, random, tempfile
+import json, math, os, random, sys, tempfile
 from pathlib import Path
-from typing import Any, Callable, Iterable
-
-import sys
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 import numpy as np
-# torch is imported where it is used, not here: the command line (`manifold-nb list`, its refusals) and the kernels of
-# notebooks that never touch torch then start without it (importing it costs ~2.3 s on this collection's CPUs)
+# torch is imported where it is used, not here: importing manifold_nb.runs, .harness or .cli then does not load it, and
+# the kernels of notebooks that never touch torch start without it (importing it costs ~2.3 s on this collection's CPUs)
 if TYPE_CHECKING: import torch
 
 # %% auto #0

@@ -114,6 +114,15 @@ def _bn_eval(bn:nn.BatchNorm2d) -> tuple:
     s = bn.weight / (bn.running_var + bn.eps).sqrt()
     return s[:, None, None], (bn.bias - bn.running_mean * s)[:, None, None]
 
+def _check_conv_codes(model, z, rows:str) -> torch.Tensor:
+    "`z` as float32 after checking that `model` is a `ConvolutionalAutoencoder` (`TypeError`) and `z` a (rows, L) tensor (`ValueError`)."
+    if not isinstance(model, ConvolutionalAutoencoder): raise TypeError(f"model must be a ConvolutionalAutoencoder; got {type(model).__name__}")
+    if not isinstance(z, torch.Tensor) or z.ndim != 2 or z.shape[1] != model.latent_dim:
+        raise ValueError(f"z must be a tensor of shape ({rows}, {model.latent_dim}); got {tuple(z.shape) if isinstance(z, torch.Tensor) else type(z).__name__}")
+    return z.float()
+
+def _elu_grad(u:torch.Tensor) -> torch.Tensor: return torch.exp(u.clamp(max=0))   # elu'(u) at pre-activations u: 1 for u > 0, exp(u) otherwise
+
 def _conv_transpose_to_one_channel(x:torch.Tensor, # (M, C, H, W) input (any memory format)
                                    w:torch.Tensor, # (C, 1, k, k) kernel of a `ConvTranspose2d(C, 1, k)` (stride 1, no padding)
                                   )->torch.Tensor: # (M, 1, H+k-1, W+k-1)
@@ -127,18 +136,14 @@ def conv_decoder_jacobians(model:ConvolutionalAutoencoder, # the convolutional a
                            z:torch.Tensor, # (N, L) latent codes, on the model's device
                           )->torch.Tensor: # (N, 784, L) float32: d decode(z) / dz (a transposed view of an (N, L, 784) tensor)
     "Decoder Jacobians of the convolutional autoencoder by explicit forward mode: the L unit tangents through each layer as N·L rows."
-    if not isinstance(model, ConvolutionalAutoencoder): raise TypeError(f"model must be a ConvolutionalAutoencoder; got {type(model).__name__}")
-    if not isinstance(z, torch.Tensor) or z.ndim != 2 or z.shape[1] != model.latent_dim:
-        raise ValueError(f"z must be a tensor of shape (N, {model.latent_dim}); got {tuple(z.shape) if isinstance(z, torch.Tensor) else type(z).__name__}")
-    N, L = z.shape; z = z.float()
-    dgrad = lambda u: torch.exp(u.clamp(max=0))                                    # elu'(u): 1 for u > 0, exp(u) otherwise
+    z = _check_conv_codes(model, z, "N"); N, L = z.shape
     (s1, c1), (s2, c2) = _bn_eval(model.dbatch1), _bn_eval(model.dbatch2)
     u1 = model.dconv1(z.reshape(N, L, 1, 1)) * s1 + c1                             # (N, 8, 20, 20) pre-activations
     u2 = model.dconv2(elu(u1)) * s2 + c2                                           # (N, 32, 24, 24)
     y = torch.sigmoid(model.dconv3(elu(u2))).reshape(N, 1, INPUT_SIZE)             # (N, 1, 784) the decoded images
-    t = dgrad(u1)[:, None] * (s1 * model.dconv1.weight)                            # (N, L, 8, 20, 20): the 1x1 input's tangents are the kernels
+    t = _elu_grad(u1)[:, None] * (s1 * model.dconv1.weight)                            # (N, L, 8, 20, 20): the 1x1 input's tangents are the kernels
     t = F.conv_transpose2d(t.reshape(N * L, *u1.shape[1:]).contiguous(memory_format=torch.channels_last), model.dconv2.weight)
-    t = t.reshape(N, L, *u2.shape[1:]).mul_((dgrad(u2) * s2)[:, None]).reshape(N * L, *u2.shape[1:])
+    t = t.reshape(N, L, *u2.shape[1:]).mul_((_elu_grad(u2) * s2)[:, None]).reshape(N * L, *u2.shape[1:])
     t = _conv_transpose_to_one_channel(t, model.dconv3.weight).reshape(N, L, INPUT_SIZE).mul_(y * (1 - y))
     return t.transpose(1, 2)
 
@@ -165,16 +170,12 @@ def conv_decoder_jacobian_in_batch(model:ConvolutionalAutoencoder, # the convolu
                                    chunk:int=16, # latent directions per pass (memory: chunk · B decoded tangents)
                                   ) -> torch.Tensor: # (784, L) float32
     "Decoder Jacobian at `z[index]` with BatchNorm in training mode (statistics of the batch `z`), by explicit forward mode."
-    if not isinstance(model, ConvolutionalAutoencoder): raise TypeError(f"model must be a ConvolutionalAutoencoder; got {type(model).__name__}")
-    if not isinstance(z, torch.Tensor) or z.ndim != 2 or z.shape[1] != model.latent_dim:
-        raise ValueError(f"z must be a tensor of shape (B, {model.latent_dim}); got {tuple(z.shape) if isinstance(z, torch.Tensor) else type(z).__name__}")
-    B, L = z.shape; z = z.float()
+    z = _check_conv_codes(model, z, "B"); B, L = z.shape
     if not 0 <= index < B: raise ValueError(f"index must be in [0, {B}); got {index}")
-    dgrad = lambda u: torch.exp(u.clamp(max=0))                                    # elu'(u)
     h1, xh1, g1 = _bn_batch(model.dconv1(z.reshape(B, L, 1, 1)), model.dbatch1)
     h2, xh2, g2 = _bn_batch(model.dconv2(elu(h1)), model.dbatch2)
     y = torch.sigmoid(model.dconv3(elu(h2))[index]).reshape(1, INPUT_SIZE); dy = y * (1 - y)
-    d1, d2, out = dgrad(h1), dgrad(h2)[index], []
+    d1, d2, out = _elu_grad(h1), _elu_grad(h2)[index], []
     for j in range(0, L, chunk):   # a loop over chunks of directions, not samples: it bounds the (chunk·B, 32, 24, 24) tangents
         W = model.dconv1.weight[j:j + chunk]; l = len(W)
         t = W.new_zeros(l, B, *h1.shape[1:]); t[:, index] = W                     # d a1 / d z[index, j]: the kernel, at row `index` only
