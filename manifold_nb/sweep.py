@@ -16,7 +16,6 @@ import pandas as pd
 import yaml
 
 from .cli import add_param_option
-from .probes import mean_interval
 from .harness import check_values, notebook_parameters, notebooks, parse_params, run_notebook
 from .runs import PROFILES
 from .utils import atomic_write, check_choice, check_positive, to_jsonable
@@ -297,6 +296,7 @@ def _interval(values:Any, # numbers of one group (NaN, e.g. from failed points, 
               level:float=0.95, # confidence level
              ) -> tuple[float, float, float]:
     "Mean and Student-t bounds of the finite `values` (`probes.mean_interval`); all NaN when none is finite."
+    from manifold_nb.probes import mean_interval  # here, not at the top: probes loads scipy, scikit-learn and torch, which every `manifold-nb` command would pay for
     v = np.asarray(values, float); v = v[np.isfinite(v)]
     return tuple(mean_interval(v, level)) if len(v) else (np.nan, np.nan, np.nan)
 
