@@ -6,11 +6,12 @@ Docs: https://manifold-nb.github.io/manifold-nb/core/cli.html.md"""
 
 # %% ../nbs/core/06_cli.ipynb #39c54620
 from __future__ import annotations
-import argparse, importlib, logging, re, sys, time
+import argparse, importlib, logging, re, sys
+from pathlib import Path
 from typing import Callable, NamedTuple
 
 from .harness import NotebookError, nbs_dir, notebook_parameters, notebooks, parse_params
-from .harness import readme_markdown, run_notebook, NotebookOutcome, RunRecord, format_stage_table, stage_table, _run_metrics
+from .harness import readme_markdown, run_notebook, RunRecord, format_stage_table, stage_table, _outcome
 from .runs import PROFILES
 from .utils import atomic_write, check_choice
 
@@ -95,11 +96,11 @@ def _list_main(args) -> int:
 def _run_main(args) -> int:
     if args.profile is not None: check_choice('profile', args.profile, PROFILES)
     params = parse_params(args.name, dict(args.param))
-    t0 = time.time()
-    dest = run_notebook(args.name, params, profile=args.profile, out=args.out, timeout=args.timeout, progress=not args.no_progress)
+    o = _outcome(args.name, Path(args.out), lambda: run_notebook(args.name, params, profile=args.profile, out=args.out,
+                                                                timeout=args.timeout, progress=not args.no_progress))
+    if o.status != 'ok': return 1   # `_outcome` printed the error
+    dest = Path(o.notebook)
     print(f'executed notebook: {dest}\nmetrics: {dest.parent/"metrics.json"}\nfigures: {dest.parent/"figures"}')
-    m = _run_metrics(dest, t0)
-    o = NotebookOutcome(args.name, 'ok', round(time.time() - t0, 2), str(dest), None, m.get('stages'), m.get('peak_rss_mb'))
     print("\nstages (seconds; peak resident memory of the kernel in MiB):\n" +
           format_stage_table(stage_table(RunRecord(args.profile or '', '', '', [o])).iloc[:-1]))
     return 0
