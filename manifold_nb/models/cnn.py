@@ -71,31 +71,41 @@ def _feature_ops(model):
         i += 1
     return ops
 
-def _max_jvp(a1, d1, a2, d2):
-    "max(a1, a2) and its right derivative: the tangent of the larger entry, the larger tangent at a tie."
-    m = torch.maximum(a1, a2); big = torch.finfo(d1.dtype).max/4   # unselected tangents drop to about -big
-    return m, torch.maximum(d1 - big*(a1 != m).to(d1.dtype), d2 - big*(a2 != m).to(d2.dtype))
+def _windows(y, k:int):
+    "The k x k windows of channels_last y (N, C, H, W) as a view (N, H/k, k, W/k, k, C), H and W cropped to multiples of k."
+    H, W = (y.shape[-2]//k)*k, (y.shape[-1]//k)*k
+    return y[..., :H, :W].permute(0, 2, 3, 1).unflatten(2, (W//k, k)).unflatten(1, (H//k, k))
+
+def _window_max(v):
+    "Maximum over the windows of `_windows`' view v: (N, C, H/k, W/k), channels_last."
+    # rows, then columns, as elementwise maxima of strided views: 2.6x faster than F.max_pool2d on these channels_last
+    # tensors at 1 thread (which also writes the indices)
+    r = v[:, :, 0]
+    for i in range(1, v.shape[2]): r = torch.maximum(r, v[:, :, i])
+    o = r[:, :, :, 0]
+    for j in range(1, r.shape[3]): o = torch.maximum(o, r[:, :, :, j])
+    return o.permute(0, 3, 1, 2)
 
 def _stacked_ops(model):
     "`_feature_ops` with channels_last convolution weights (the stacked layout's convolutions run as one ordinary call)."
     return [('conv', op[1].contiguous(memory_format=torch.channels_last), op[2], op[3]) if op[0] == 'conv' else op for op in _feature_ops(model)]
 
 def _stacked_jvp(y, ops, G:int):
-    "Push stacked rows (B·G, C, H, W), channels_last (row b·G: image b, rows b·G + k: its k-th tangent), through `ops`; returns A (B, D) and dA (G-1, B, D)."
+    "Push stacked rows (B·G, C, H, W), channels_last (row b·G: image b, rows b·G + k: its k-th tangent), through `ops`, overwriting y; returns A (B, D) and dA (G-1, B, D)."
     for op in ops:
         if op[0] == 'conv':                                               # one convolution for primal and tangents, bias on the primal only
             y = F.conv2d(y, op[1], None, padding=op[3])
             y.unflatten(0, (-1, G))[:, 0] += op[2][:, None, None]; continue
-        y5 = y.unflatten(0, (-1, G)); a, da = y5[:, :1], y5[:, 1:]        # (B, 1, C, H, W) and (B, G-1, C, H, W): the primal's masks broadcast
-        if op[0] == 'relu':
-            z = torch.zeros_like(a); a, da = _max_jvp(a, da, z, z)          # relu(a) = max(a, 0), tangent of 0 is 0
-        else:                                                              # k x k max pool, stride k: fold the window pairwise
-            k = op[1]; H, W = (a.shape[-2]//k)*k, (a.shape[-1]//k)*k
-            win = [(a[..., i:H:k, j:W:k], da[..., i:H:k, j:W:k]) for i in range(k) for j in range(k)]
-            a, da = win[0]
-            for a2, d2 in win[1:]: a, da = _max_jvp(a, da, a2, d2)
-        y = torch.empty((y.shape[0],) + tuple(a.shape[2:]), dtype=y.dtype, device=y.device, memory_format=torch.channels_last)
-        o5 = y.unflatten(0, (-1, G)); o5[:, :1] = a; o5[:, 1:] = da
+        big = torch.finfo(y.dtype).max/4                                  # a penalty that drops an entry out of a maximum
+        if op[0] == 'relu':                                               # max(y + big·[a<0]... ): a > 0 keeps y, a < 0 gives 0, a = 0 gives max(y, 0)
+            y5 = y.unflatten(0, (-1, G)); a = y5[:, :1]                   # the primal's masks broadcast over its G rows (its own row too)
+            below, above = (a < 0).to(y.dtype)*-big, (a > 0).to(y.dtype)*-big   # bool*float would be float32
+            y5 += below; torch.maximum(y5, above, out=y5)
+        else:                                                             # k x k max pool, stride k
+            v = _windows(y, op[1]); a = v.unflatten(0, (-1, G))[:, :1]   # (B, 1, H/k, k, W/k, k, C): the primal's windows
+            top = _window_max(a[:, 0]).permute(0, 2, 3, 1)[:, None, :, None, :, None]
+            v.unflatten(0, (-1, G)).add_((a != top).to(y.dtype)*-big)                 # entries below their window's maximum drop out, in every row
+            y = _window_max(v)                                            # the largest tangent among the tied maxima (the primal: its maximum)
     y5 = y.unflatten(0, (-1, G))
     return y5[:, 0].flatten(1), y5[:, 1:].flatten(2).transpose(0, 1)
 
