@@ -18,7 +18,9 @@ The one-time torch.compile cost (`--compile`) is measured in a warm-up call and 
 
 Then a roofline table: FLOPs and bytes moved per stage (counted from the shapes), against what this machine does
 (float32 and float64 matrix-multiply GFLOP/s and copy bandwidth GB/s, measured in this script at the same thread
-count): each stage's lower bound max(FLOPs/peak, bytes/bandwidth), and the end-to-end ratio those bounds allow.
+count): each stage's lower bound max(FLOPs/peak, bytes/bandwidth), and the end-to-end ratio those bounds allow. Last, a
+measured floor: the stacked pass's convolutions alone, timed at the same shapes, with the other stages as measured (no
+pooling or ReLU scheme can make the package faster than that).
 Errors are relative Frobenius errors against float64 references of the same operator (Richardson forward differences).
 
     python benchmarks/generators.py [--n 5000] [--profile full] [--repeats 3] [--threads 1] [--kinds rotation,shift_x,...] [--compile]
@@ -30,7 +32,7 @@ import torch
 from manifold_nb.data import load_mnist
 from manifold_nb.generators import fd_feature_derivative, lie_generators, relative_error, solve_generator, solve_generators
 from manifold_nb.transforms import AFF2_BASIS, fd_derivative, lie_derivative, transform
-from manifold_nb.models.cnn import MNISTCNN, features_jvp, mnist_cnn
+from manifold_nb.models.cnn import MNISTCNN, _stacked_ops, features_jvp, mnist_cnn
 
 STAGES = ('dB', 'solve B', 'A, dA', 'solve A')
 CLOCKS = dict(cpu=time.process_time, wall=time.perf_counter)
@@ -116,6 +118,21 @@ def machine(repeats=5):
     return out
 
 
+def convolutions_alone(model, n, K, repeats):
+    "Median seconds of the convolutions of `features_jvp`'s stacked pass alone (n images, K tangents, its default batches): the measured floor of stage A, dA."
+    G = K + 1; bs = max(1, 300//G); ops = _stacked_ops(model); shape, convs = [1, 28, 28], []
+    for op in ops:   # each convolution's input, at the shape the stacked pass gives it
+        if op[0] == 'conv':
+            convs.append((torch.randn(bs*G, *shape).contiguous(memory_format=torch.channels_last), op[1], op[3])); shape[0] = op[1].shape[0]
+        elif op[0] == 'pool': shape[1:] = [shape[1]//op[1], shape[2]//op[1]]
+    def run():
+        t0 = clock()
+        for _ in range(-(-n//bs)):
+            for x, w, pad in convs: torch.nn.functional.conv2d(x, w, None, padding=pad)
+        return clock() - t0
+    run(); return statistics.median(run() for _ in range(repeats))
+
+
 def cnn_flops(model):
     "Multiply-adds x 2 of one image's forward pass through the feature extractor (convolutions only)."
     f, hw = 0, 28
@@ -195,6 +212,9 @@ def main():
     db, pb = sum(r['doc_bound'] for r in rl), sum(r['pkg_bound'] for r in rl)
     print(f"bounds: document {db:.2f} s, package {pb:.2f} s; measured document / package bound = {d/pb:.1f}x is the most this package "
           f"could gain here at peak; measured share of its bound: document {db/d:.0%}, package {pb/j:.0%}")
+    tc = convolutions_alone(model, a.n, K, a.repeats); floor = j - tm['all_at_once']['A, dA'] + tc
+    print(f"measured floor: the stacked pass's convolutions alone take {tc:.2f} s of its {tm['all_at_once']['A, dA']:.2f} s (A, dA); with the "
+          f"other stages as measured, the package cannot go below {floor:.2f} s, i.e. at most {d/floor:.1f}x against the document here")
     print()
     print(f"{'generator':<10}{'error vs float64 reference':<32}{'document':>12}{'package':>12}{'ratio':>10}")
     for kind in a.kinds:
