@@ -629,6 +629,7 @@ def flow_analysis(vae:nn.Module, # trained VAE whose posterior means are the lat
                   device:str='cpu', # device to train on
                   name:str='flow', # progress bar label
                   retrain:bool=False, # train the oracle and the flows again even if cached ones exist
+                  retrain_oracle:bool|None=None, # the oracle alone (None: as `retrain`); False for a second analysis of the same latent, whose oracle this run has retrained already
                  ) -> FlowAnalysis:
     "Oracle, oracle-preserving flows, rotation alignment and random floors for one VAE latent (in standardised latent coordinates)."
     _check_images('X_train', X_train, 5); _check_images('X_test', X_test, 5); A = X_train.shape[1]
@@ -638,7 +639,8 @@ def flow_analysis(vae:nn.Module, # trained VAE whose posterior means are the lat
                                           "train the VAE with another seed or a lower learning rate")
     Ztr, Zte = (Ztr - shift)/scale, (Zte - shift)/scale
     ytr, yte = y_train.repeat_interleave(A), y_test.repeat_interleave(A)
-    oracle = train_latent_classifier(Ztr, ytr, classes, epochs=oracle_epochs, seed=seed, device=device, desc=f'oracle {name}', retrain=retrain)
+    oracle = train_latent_classifier(Ztr, ytr, classes, epochs=oracle_epochs, seed=seed, device=device, desc=f'oracle {name}',
+                                     retrain=retrain if retrain_oracle is None else retrain_oracle)
     acc = classifier_accuracy(oracle, Zte, yte, device)
     bases = None if tangent_dims is None else local_tangent_bases(Ztr, tangent_dims, neighbours)
     flow = train_flow(oracle, Ztr, n_generators, epochs=flow_epochs, eps=eps, seed=seed, device=device, desc=f'flow {name}', restarts=restarts,
@@ -823,7 +825,7 @@ def ten_digit_study(study:TenDigitStudy, # the VAEs, files and settings
         kw = dict(classes=classes, oracle_epochs=c['oracle_epochs'], flow_epochs=c['ten_flow_epochs'], restarts=c['flow_restarts'], tangent_dims=c['ten_tangent_dims'],
                   neighbours=c['neighbours'], tangent_weight=c['tangent_weight'], scale_free=c['ten_scale_free'], seed=seed, device=device, retrain=retrain)
         ten['flows'] = flow_analysis(v, Xtr, ytr, Xte, yte, n_generators=c['ten_generators'], name='ten digits', **kw).metrics()
-        ten['flow_one_generator'] = flow_analysis(v, Xtr, ytr, Xte, yte, n_generators=1, name='ten digits, one generator', **kw).metrics()
+        ten['flow_one_generator'] = flow_analysis(v, Xtr, ytr, Xte, yte, n_generators=1, name='ten digits, one generator', retrain_oracle=False, **kw).metrics()
     with step('vae scores'):
         ten['vae'] = {f"small_conv_{c['ten_latent']}_flows": asdict(vae_scores(v, flat(Xte), device=device)),
                       f"small_conv_{c['ten_clf_latent']}_classifiers": asdict(vae_scores(vc, flat(Xte), device=device)),

@@ -1,4 +1,6 @@
 """Symmetry discovery notebook (nbs/05_symmetry_discovery.ipynb): quick profile end to end, plus known values of the flow losses."""
+import re
+
 import pytest
 
 
@@ -309,7 +311,7 @@ def test_flow_analysis_scale_free():
     assert abs(fa.final_losses["invariance"] - inv) <= 1e-6*max(inv, 1.), (fa.final_losses, inv)
 
 
-def test_ten_digit_study_beside_matches_in_process(tmp_path, monkeypatch):
+def test_ten_digit_study_beside_matches_in_process(tmp_path, monkeypatch, capsys):
     "Section 6 in a worker process (M6) gives exactly the numbers of the same study run in this process, its models trained again here at one thread."
     import json, multiprocessing
     import torch
@@ -330,8 +332,11 @@ def test_ten_digit_study_beside_matches_in_process(tmp_path, monkeypatch):
         beside = ten_digit_study_beside(study, workers=2)()
     threads = torch.get_num_threads(); torch.set_num_threads(1)
     try:
+        capsys.readouterr()
         with threadpool_limits(1): here = ten_digit_study(study._replace(retrain=True))
     finally: torch.set_num_threads(threads)
+    retrained = re.findall(r"\[cache\] retrain: training (\S+) \(key (\w+)\)", capsys.readouterr().out)
+    assert len(retrained) >= 5 and len(set(retrained)) == len(retrained), retrained   # retrain=True trains each model of the study once
     assert beside.in_worker and not here.in_worker and set(beside.seconds) == set(here.seconds) >= {"oracle and flows", "invariant classifiers", "total"}
     same = lambda a, b: json.dumps(a.metrics, sort_keys=True) == json.dumps(b.metrics, sort_keys=True)   # every number equal (NaN too)
     assert same(beside, here)
