@@ -97,9 +97,9 @@ def _stacked_jvp(y, ops, G:int):
             y = F.conv2d(y, op[1], None, padding=op[3])
             y.unflatten(0, (-1, G))[:, 0] += op[2][:, None, None]; continue
         big = torch.finfo(y.dtype).max/4                                  # a penalty that drops an entry out of a maximum
-        if op[0] == 'relu':                                               # max(y + big·[a<0]... ): a > 0 keeps y, a < 0 gives 0, a = 0 gives max(y, 0)
+        if op[0] == 'relu':                                               # max(y - big·[a<0], -big·[a>0]): a > 0 keeps y, a < 0 gives 0, a = 0 gives max(y, 0)
             y5 = y.unflatten(0, (-1, G)); a = y5[:, :1]                   # the primal's masks broadcast over its G rows (its own row too)
-            below, above = (a < 0).to(y.dtype)*-big, (a > 0).to(y.dtype)*-big   # bool*float would be float32
+            below, above = (a < 0).to(y.dtype)*-big, (a <= 0).to(y.dtype)*big - big   # +0.0 where a <= 0 (0·-big is -0.0); bool*float would be float32
             y5 += below; torch.maximum(y5, above, out=y5)
         else:                                                             # k x k max pool, stride k
             v = _windows(y, op[1]); a = v.unflatten(0, (-1, G))[:, :1]   # (B, 1, H/k, k, W/k, k, C): the primal's windows
