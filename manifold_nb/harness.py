@@ -339,11 +339,11 @@ _BLAS_THREAD_VARS = ('OMP_NUM_THREADS', 'OPENBLAS_NUM_THREADS', 'MKL_NUM_THREADS
 # slower per core than two
 SIDE_BY_SIDE = dict(threads=1, workers=1, train_processes=1)
 
-# wall seconds of each notebook in `reproduce --jobs 2` on 2 cores from an empty cache (2026-11-30: full 27.9 min, quick 3.8 min
+# wall seconds of each notebook in `reproduce --jobs 2` on 2 cores from an empty cache (2026-11-30: full 24.3 min, quick 2.4 min
 # in all): with several notebooks at once the longest start first, so that no long one is left running alone at the end
 # (a later run in the same output folder orders by its own record instead)
-TYPICAL_SECONDS = dict(full=dict(symmetry_discovery=1130, ae_tangent=1035, release_fidelity=620, generators=460, friction_maps=80),
-                       quick=dict(symmetry_discovery=150, ae_tangent=90, generators=65, friction_maps=21, release_fidelity=16))
+TYPICAL_SECONDS = dict(full=dict(symmetry_discovery=937, ae_tangent=831, release_fidelity=608, generators=453, friction_maps=56),
+                       quick=dict(symmetry_discovery=100, ae_tangent=66, generators=54, friction_maps=19, release_fidelity=14))
 
 def longest_first(names:list, # notebook names to order
                   profile:str, # "quick" or "full"
