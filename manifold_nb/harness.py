@@ -341,16 +341,21 @@ SIDE_BY_SIDE = dict(threads=1, workers=1, train_processes=1)
 
 # wall seconds of each notebook in `reproduce --jobs 2` on 2 cores from an empty cache (2026-11-30: full 24.3 min, quick 2.4 min
 # in all): with several notebooks at once the longest start first, so that no long one is left running alone at the end
-# (a later run in the same output folder orders by its own record instead)
+# (a later run in the same output folder orders by that run's record instead, see `longest_first`)
 TYPICAL_SECONDS = dict(full=dict(symmetry_discovery=937, ae_tangent=831, release_fidelity=608, generators=453, friction_maps=56),
                        quick=dict(symmetry_discovery=100, ae_tangent=66, generators=54, friction_maps=19, release_fidelity=14))
 
 def longest_first(names:list, # notebook names to order
                   profile:str, # "quick" or "full"
-                  previous:RunRecord|None=None, # an earlier run's record: its seconds, where it has them, take precedence
+                  previous:RunRecord|None=None, # an earlier run's record: its analysis seconds, where it has them, take precedence
                  ) -> list:
     "`names` by expected wall time, longest first (unknown ones last, in the given order)."
-    seen = {o.name: o.seconds for o in previous.notebooks if o.status == 'ok'} if previous and previous.profile == profile else {}
+    # a run into an earlier run's output folder finds the models that run trained in the cache: its "train ..." stages then
+    # take seconds, so a notebook is expected to take the earlier run's time less those stages (after a cold run, 04 spent
+    # 663 of its 831 s training and 02 569 of 608 s; run again they took 168 and 38 s). A cache emptied in between makes
+    # this order a guess, no worse than the earlier record's plain seconds after a warm run.
+    def analysis(o): return o.seconds - sum(float(s['seconds']) for s in o.stages or [] if str(s.get('name', '')).startswith('train'))
+    seen = {o.name: analysis(o) for o in previous.notebooks if o.status == 'ok'} if previous and previous.profile == profile else {}
     expect = {n: seen.get(n, TYPICAL_SECONDS.get(profile, {}).get(n, 0.)) for n in names}
     return sorted(names, key=lambda n: -expect[n])   # stable: ties keep the collection's order
 
