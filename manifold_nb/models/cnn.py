@@ -78,8 +78,8 @@ def _windows(y, k:int):
 
 def _window_max(v):
     "Maximum over the windows of `_windows`' view v: (N, C, H/k, W/k), channels_last."
-    # rows, then columns, as elementwise maxima of strided views: 2.6x faster than F.max_pool2d on these channels_last
-    # tensors at 1 thread (which also writes the indices)
+    # rows, then columns, as elementwise maxima of strided views: 1.8-2.6x faster than F.max_pool2d (which also writes
+    # the indices) on the stacked pass's channels_last tensors at 1 thread (2.6x on the first convolution's output)
     r = v[:, :, 0]
     for i in range(1, v.shape[2]): r = torch.maximum(r, v[:, :, i])
     o = r[:, :, :, 0]
